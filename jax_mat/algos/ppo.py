@@ -1,0 +1,98 @@
+"""PPO as upstream MAT trains: GAE, the clipped losses, and the minibatch update.
+
+Written once and shared by every algorithm. Array shapes in this module are
+``[..., N]`` per-agent quantities over any leading batch axes, with
+``logp``/``entropy`` carrying a trailing ``K`` (1 for discrete actions, the
+action dimension for continuous ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The PPO objective's knobs (upstream MAT's defaults)."""
+
+    clip: float = 0.05
+    entropy_coef: float = 0.01
+    value_loss_coef: float = 1.0
+    huber_delta: float = 10.0
+    use_huber_loss: bool = True
+    use_clipped_value_loss: bool = True
+    use_value_active_masks: bool = True
+    use_policy_active_masks: bool = True
+
+
+def upstream_huber(error: jax.Array, delta: float) -> jax.Array:
+    """Upstream's Huber loss, quirk included.
+
+    ``a * e^2 / 2 + b * d * (|e| - d / 2)`` with ``a = |e| <= d`` and
+    ``b = e > d``: for ``e < -d`` *both* indicators are zero, so the loss (and
+    its gradient) vanishes. Kept for parity with the official MAT.
+    """
+    a = (jnp.abs(error) <= delta).astype(error.dtype)
+    b = (error > delta).astype(error.dtype)
+    return a * error**2 / 2 + b * delta * (jnp.abs(error) - delta / 2)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``sum(x * mask) / sum(mask)`` (``mask`` broadcasts against ``x``)."""
+    mask = jnp.broadcast_to(mask, x.shape)
+    return (x * mask).sum() / mask.sum()
+
+
+def ppo_loss(
+    logp: jax.Array,
+    entropy: jax.Array,
+    values: jax.Array,
+    old_logp: jax.Array,
+    advantages: jax.Array,
+    value_preds: jax.Array,
+    value_targets: jax.Array,
+    active: jax.Array,
+    config: LossConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Upstream ``MATTrainer.ppo_update``'s objective.
+
+    Args:
+      logp, entropy, old_logp: ``[..., N, K]``.
+      values, value_preds, value_targets, advantages, active: ``[..., N]``;
+        ``value_targets`` already in the value network's (normalised) scale.
+    Returns:
+      The total loss and its parts.
+    """
+    ratio = jnp.exp(logp - old_logp)
+    adv = advantages[..., None]
+    surr1 = ratio * adv
+    surr2 = jnp.clip(ratio, 1.0 - config.clip, 1.0 + config.clip) * adv
+    per_agent = -jnp.minimum(surr1, surr2).sum(-1)
+    ones = jnp.ones_like(active)
+    policy_mask = active if config.use_policy_active_masks else ones
+    policy_loss = masked_mean(per_agent, policy_mask)
+    entropy_loss = masked_mean(entropy, policy_mask[..., None])
+
+    clipped = value_preds + jnp.clip(values - value_preds, -config.clip, config.clip)
+    err_clipped, err = value_targets - clipped, value_targets - values
+    if config.use_huber_loss:
+        loss_clipped, loss_orig = upstream_huber(err_clipped, config.huber_delta), upstream_huber(err, config.huber_delta)
+    else:
+        loss_clipped, loss_orig = err_clipped**2 / 2, err**2 / 2
+    value_loss = jnp.maximum(loss_orig, loss_clipped) if config.use_clipped_value_loss else loss_orig
+    value_loss = masked_mean(value_loss, active if config.use_value_active_masks else ones)
+
+    total = policy_loss - config.entropy_coef * entropy_loss + config.value_loss_coef * value_loss
+    clip_frac = masked_mean((jnp.abs(ratio - 1.0) > config.clip).astype(ratio.dtype), policy_mask[..., None])
+    metrics = {
+        "loss/total": total,
+        "loss/policy": policy_loss,
+        "loss/value": value_loss,
+        "loss/entropy": entropy_loss,
+        "ppo/ratio": masked_mean(ratio, policy_mask[..., None]),
+        "ppo/clip_frac": clip_frac,
+    }
+    return total, metrics

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Compare jax_mat's MAT with the official PyTorch MAT on fixture files.
+
+    python scripts/check_parity.py ../shared/fixtures/mat_reference/*.npz [--n-head H]
+
+Each fixture is rebuilt from its own shapes (batch, agents, obs/action sizes,
+blocks, width, discrete or continuous; the head count comes from the
+``cases.json`` beside it or ``--n-head``). Prints one row per quantity with
+its max absolute error; exits 1 if any is outside tolerance, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jax_mat.parity import GRAD_TOL, OUTPUT_TOL, compare_fixture
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fixtures", nargs="+", help="fixture .npz files")
+    parser.add_argument("--n-head", type=int, default=None, help="attention heads, if no cases.json says")
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.fixtures:
+        try:
+            rows = compare_fixture(path, n_head=args.n_head)
+        except ValueError as err:
+            print(f"{path}: error: {err}", file=sys.stderr)
+            return 2
+        print(f"\n{path}  (outputs atol {OUTPUT_TOL[0]:g} rtol {OUTPUT_TOL[1]:g}; grads atol {GRAD_TOL[0]:g} rtol {GRAD_TOL[1]:g})")
+        print(f"  {'quantity':58s} {'max abs err':>12s}  status")
+        for row in rows:
+            print(f"  {row.quantity:58s} {row.max_abs_err:12.3e}  {'ok' if row.ok else 'FAIL'}")
+        bad = sum(not r.ok for r in rows)
+        failed += bad
+        print(f"  {len(rows) - bad}/{len(rows)} within tolerance")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
