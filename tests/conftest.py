@@ -12,3 +12,16 @@ def mat_fixture_paths():
     paths = sorted(MAT_FIXTURES.glob("*.npz"))
     assert paths, f"MAT fixtures not found under {MAT_FIXTURES} (CI keeps ../shared beside the clone)"
     return paths
+
+
+def pytest_configure(config):
+    """Reuse compiled programs across tests (many tests build the same tiny trainer)."""
+    import os
+    import tempfile
+
+    import jax
+
+    cache = os.path.join(tempfile.gettempdir(), "jax_mat_test_compile_cache")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

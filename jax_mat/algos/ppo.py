@@ -96,3 +96,44 @@ def ppo_loss(
         "ppo/clip_frac": clip_frac,
     }
     return total, metrics
+
+
+def gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    dones: jax.Array,
+    last_values: jax.Array,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation as a reverse scan.
+
+    Args:
+      rewards: ``[T, ..., N]`` reward of transition ``t``.
+      values: ``[T, ..., N]`` value of the observation acted on at ``t``.
+      dones: ``[T, ...]`` transition ``t`` ended its episode (no bootstrap
+        through it; the next observation already belongs to a new episode).
+      last_values: ``[..., N]`` value of the observation after the last step.
+    Returns:
+      advantages and returns (``advantages + values``), both ``[T, ..., N]``.
+    """
+    not_done = 1.0 - dones.astype(values.dtype)[..., None]
+
+    def step(carry, x):
+        next_adv, next_value = carry
+        reward, value, cont = x
+        delta = reward + gamma * next_value * cont - value
+        adv = delta + gamma * gae_lambda * cont * next_adv
+        return (adv, value), adv
+
+    init = (jnp.zeros_like(last_values), last_values)
+    _, advantages = jax.lax.scan(step, init, (rewards, values, not_done), reverse=True)
+    return advantages, advantages + values
+
+
+def normalize_advantages(advantages: jax.Array, active: jax.Array) -> jax.Array:
+    """Standardise with the mean and std over active agents only (upstream's nanmean/nanstd)."""
+    count = active.sum()
+    mean = (advantages * active).sum() / count
+    var = (((advantages - mean) * active) ** 2).sum() / count
+    return (advantages - mean) / (jnp.sqrt(var) + 1e-5)

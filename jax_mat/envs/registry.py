@@ -56,3 +56,10 @@ def make_env(name: str, **options: Any) -> MultiAgentEnv:
     if builder is None:
         raise ValueError(f"unknown environment {name!r}; known: {', '.join(known_envs())}")
     return builder(**options)
+
+
+def make_env_from_config(env_config: Any) -> MultiAgentEnv:
+    """Builds the environment an ``EnvConfig`` names."""
+    if env_config.name == "smax":
+        return make_env("smax", map_name=env_config.map)
+    return make_env(env_config.name)

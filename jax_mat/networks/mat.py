@@ -449,6 +449,10 @@ class MATPolicy:
         shifted = jnp.repeat(shifted, self.spec.n_agents, axis=1)
         return self.model.init(key, obs, shifted)
 
+    def value(self, params, obs):
+        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone)."""
+        return self.model.apply(params, obs, method="encode")[0]
+
     def _dist(self, params, out, avail):
         if self.spec.discrete:
             return heads.categorical(out, avail)

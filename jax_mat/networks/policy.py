@@ -10,6 +10,7 @@ batched over environments:
   the sequence models.
 * ``evaluate(params, obs, actions, avail) -> (logp, entropy, values)``
   scores given actions in one teacher-forced pass.
+* ``value(params, obs) -> values``: the critic alone (bootstrap values).
 
 Shapes: ``obs`` ``[B, N, O]``; ``avail`` ``[B, N, A]`` (ignored for continuous
 actions, may be ``None``); ``actions`` ``[B, N]`` int32 (discrete) or
@@ -43,6 +44,8 @@ class Policy(Protocol):
     def evaluate(
         self, params: Params, obs: jax.Array, actions: jax.Array, avail: jax.Array | None
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
+
+    def value(self, params: Params, obs: jax.Array) -> jax.Array: ...
 
 
 def logp_dims(spec: EnvSpec) -> int:

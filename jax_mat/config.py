@@ -1,0 +1,577 @@
+"""Run configuration: frozen dataclasses, YAML files, dotted overrides, validation.
+
+A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
+``name``). ``load_config`` builds it in layers, later layers winning:
+
+1. ``configs/default.yaml`` (the default run);
+2. the named config: a path, or a name such as ``smax_3s5z`` meaning
+   ``configs/experiment/smax_3s5z.yaml``;
+3. section selectors from the overrides, in the order given: ``algo=mat_dec``
+   loads ``configs/algo/mat_dec.yaml``, ``env=smax_3s5z`` loads
+   ``configs/env/smax_3s5z.yaml``;
+4. when an override sets ``env.map``, the per-map file
+   ``configs/env/<env.name>_<env.map>.yaml`` if it exists (the report's per-map
+   epochs, clip and steps);
+5. the dotted overrides themselves (``algo.lr=1e-3 train.total_steps=2e6``), so
+   a key given explicitly always beats a per-map or selected file.
+
+A YAML file may ``include:`` other files (a path or a list of paths, relative to
+``configs/`` or else to the including file); the including file's own keys win
+over its includes, and a later include wins over an earlier one.
+
+Every value is coerced to its field's declared type (``2e6`` becomes the int
+2000000, ``1e-3`` the float 0.001, ``true`` a bool) and every mistake raises
+``ValueError`` with one message saying what is wrong and what is allowed, before
+anything is traced or compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+KNOWN_ALGOS = ("mat", "mat_dec")
+
+
+# --------------------------------------------------------------------------- #
+# The dataclasses                                                               #
+# --------------------------------------------------------------------------- #
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Which environment to train on."""
+
+    name: str = "smax"  # known: smax (later: mujoco, smac, isaac)
+    map: str = "3m"  # SMAX map name
+
+    def __post_init__(self):
+        from jax_mat.envs import registry
+
+        if self.name not in registry.known_envs():
+            raise ValueError(f"unknown environment {self.name!r} (env.name); known: {', '.join(registry.known_envs())}")
+        if self.name == "smax":
+            from jax_mat.envs.smax import check_smax_map
+
+            check_smax_map(self.map)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoConfig:
+    """Algorithm, PPO and network settings (upstream MAT on SMAC, report Tables 1-3)."""
+
+    name: str = "mat"  # known: mat, mat_dec
+    lr: float = 5e-4
+    opti_eps: float = 1e-5
+    ppo_epochs: int = 10
+    num_mini_batch: int = 1
+    clip: float = 0.05
+    entropy_coef: float = 0.01
+    value_loss_coef: float = 1.0
+    max_grad_norm: float = 10.0
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    huber_delta: float = 10.0
+    use_huber_loss: bool = True
+    use_valuenorm: bool = True
+    use_clipped_value_loss: bool = True
+    use_value_active_masks: bool = True
+    use_policy_active_masks: bool = True
+    n_block: int = 1
+    n_embd: int = 64
+    n_head: int = 1
+    dec_actor: bool = False  # True for mat_dec
+    share_actor: bool = False
+
+    def __post_init__(self):
+        if self.name not in KNOWN_ALGOS:
+            raise ValueError(f"unknown algorithm {self.name!r} (algo.name); known: {', '.join(KNOWN_ALGOS)}")
+        # MAT with a decentralised actor *is* MAT-Dec: keep run names honest.
+        if self.dec_actor != (self.name == "mat_dec"):
+            raise ValueError(
+                f"algo.name={self.name} needs algo.dec_actor={'true' if self.name == 'mat_dec' else 'false'}, "
+                f"got {str(self.dec_actor).lower()}; use algo=mat_dec or algo=mat to select an algorithm"
+            )
+        _require_positive("algo", self, "lr", "opti_eps", "clip", "max_grad_norm", "huber_delta")
+        _require_non_negative("algo", self, "entropy_coef", "value_loss_coef")
+        _require_unit_interval("algo", self, "gamma", "gae_lambda")
+        _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"algo.n_embd ({self.n_embd}) must be divisible by algo.n_head ({self.n_head})")
+
+    def loss_config(self):
+        """The PPO objective's settings as ``jax_mat.algos.ppo.LossConfig``."""
+        from jax_mat.algos.ppo import LossConfig
+
+        return _project(self, LossConfig)
+
+    def network_config(self):
+        """The network's settings as ``jax_mat.networks.mat.MATConfig``."""
+        from jax_mat.networks.mat import MATConfig
+
+        return _project(self, MATConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Rollout size, budget and bookkeeping."""
+
+    n_envs: int = 32  # rollout threads
+    episode_length: int = 100  # rollout steps per update
+    total_steps: int = 1_000_000  # env steps (one step = all agents of one env)
+    log_every: int = 1  # updates between logged points
+    checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
+    eval_episodes: int = 32
+    eval_envs: int = 32
+
+    def __post_init__(self):
+        _require_at_least_one(
+            "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
+            "eval_episodes", "eval_envs",
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One training run."""
+
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    seed: int = 0
+    name: str = ""  # run name; "" -> f"{algo.name}-{env.name}-{env.map}"
+
+    def __post_init__(self):
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        t = self.train
+        if self.batch_size % self.algo.num_mini_batch:
+            raise ValueError(
+                f"train.n_envs * train.episode_length = {t.n_envs} * {t.episode_length} = {self.batch_size} "
+                f"is not divisible by algo.num_mini_batch = {self.algo.num_mini_batch}"
+            )
+        if t.total_steps < self.batch_size:
+            raise ValueError(
+                f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "
+                f"= {t.n_envs} * {t.episode_length} = {self.batch_size}"
+            )
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or ``"<algo>-<env>-<map>"`` when ``name`` is empty."""
+        return self.name or f"{self.algo.name}-{self.env.name}-{self.env.map}"
+
+    @property
+    def batch_size(self) -> int:
+        """Environment steps collected per update: ``n_envs * episode_length``."""
+        return self.train.n_envs * self.train.episode_length
+
+    @property
+    def num_updates(self) -> int:
+        """PPO updates in the run: ``total_steps // batch_size`` (at least 1)."""
+        return max(1, self.train.total_steps // self.batch_size)
+
+    @property
+    def minibatch_size(self) -> int:
+        """Environment steps per minibatch: ``batch_size // num_mini_batch``."""
+        return self.batch_size // self.algo.num_mini_batch
+
+
+def _project(source: Any, target_cls: type) -> Any:
+    """Builds ``target_cls`` from the fields it shares with ``source``."""
+    names = {f.name for f in dataclasses.fields(target_cls)} & {f.name for f in dataclasses.fields(source)}
+    return target_cls(**{n: getattr(source, n) for n in names})
+
+
+def _require_positive(section: str, obj: Any, *names: str) -> None:
+    for n in names:
+        if not getattr(obj, n) > 0:
+            raise ValueError(f"{section}.{n} must be > 0, got {getattr(obj, n)!r}")
+
+
+def _require_non_negative(section: str, obj: Any, *names: str) -> None:
+    for n in names:
+        if not getattr(obj, n) >= 0:
+            raise ValueError(f"{section}.{n} must be >= 0, got {getattr(obj, n)!r}")
+
+
+def _require_unit_interval(section: str, obj: Any, *names: str) -> None:
+    for n in names:
+        if not 0 < getattr(obj, n) <= 1:
+            raise ValueError(f"{section}.{n} must be in (0, 1], got {getattr(obj, n)!r}")
+
+
+def _require_at_least_one(section: str, obj: Any, *names: str) -> None:
+    for n in names:
+        if getattr(obj, n) < 1:
+            raise ValueError(f"{section}.{n} must be >= 1, got {getattr(obj, n)!r}")
+
+
+# --------------------------------------------------------------------------- #
+# Schema and value coercion                                                     #
+# --------------------------------------------------------------------------- #
+
+
+def _sections() -> dict[str, type]:
+    """Config's nested dataclass sections: ``{"env": EnvConfig, ...}``."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _schema() -> dict[str, type]:
+    """Every settable key, dotted, with its declared type: ``{"algo.lr": float, "seed": int, ...}``."""
+    schema = {}
+    config_hints = typing.get_type_hints(Config)
+    sections = _sections()
+    for f in dataclasses.fields(Config):
+        if f.name in sections:
+            hints = typing.get_type_hints(sections[f.name])
+            schema.update({f"{f.name}.{g.name}": hints[g.name] for g in dataclasses.fields(sections[f.name])})
+        else:
+            schema[f.name] = config_hints[f.name]
+    return schema
+
+
+def _unknown_key_error(key: str, schema: Mapping[str, type], where: str) -> ValueError:
+    """A ``ValueError`` naming ``key`` and the nearest known key (or the known ones)."""
+    close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        section = key.split(".", 1)[0]
+        same_section = [k for k in schema if k.startswith(section + ".")]
+        top_level = [k for k in schema if "." not in k] + [f"{s}.*" for s in _sections()]
+        hint = "known: " + ", ".join(same_section or top_level)
+    return ValueError(f"unknown config key {key!r}; {hint}{where}")
+
+
+def _coerce(key: str, value: Any, typ: type, where: str = "") -> Any:
+    """``value`` as ``typ`` (int, float, bool or str), or a ``ValueError`` naming ``key``."""
+    if typ is bool:
+        result = _as_bool(value)
+        expected = "true or false"
+    elif typ is int:
+        result = _as_int(value)
+        expected = "an integer"
+    elif typ is float:
+        result = _as_float(value)
+        expected = "a finite number"
+    elif typ is str:
+        result = _as_str(value)
+        expected = "a string"
+    else:
+        raise TypeError(f"config field {key} has unsupported type {typ}")
+    if result is None:
+        raise ValueError(f"{key} must be {expected}, got {value!r}{where}")
+    return result
+
+
+def _as_bool(value: Any) -> bool | None:
+    """A bool, or ``"true"``/``"false"`` in any case; None otherwise (no 0/1)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    """An int, or an integral float or numeric string (``2e6``); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    number = _as_float(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _as_float(value: Any) -> float | None:
+    """A finite float from an int, float or numeric string (``1e-3``); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_str(value: Any) -> str | None:
+    """A string; numbers (a YAML ``name: 2024``) become their text; None otherwise."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# Layers: YAML files and overrides as flat {dotted key: typed value} dicts      #
+# --------------------------------------------------------------------------- #
+
+
+def _flatten(tree: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """``{"algo": {"lr": 1}}`` -> ``{"algo.lr": 1}``; sections must be mappings."""
+    flat = {}
+    sections = _sections()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if value is None and dotted in sections:
+            continue  # an empty section (``algo:`` with nothing under it)
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, where, dotted + "."))
+        elif dotted in sections:
+            raise ValueError(
+                f"config key {dotted!r} is a section and needs a mapping (e.g. {dotted}: {{...}}), "
+                f"got {value!r}{where}"
+            )
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _typed(flat: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Checks every key of ``flat`` and coerces its value to the declared type."""
+    schema = _schema()
+    typed = {}
+    for key, value in flat.items():
+        if key not in schema:
+            raise _unknown_key_error(key, schema, where)
+        typed[key] = _coerce(key, value, schema[key], where)
+    return typed
+
+
+def _resolve_include(name: str, including_file: Path) -> Path:
+    """An include path: absolute, or relative to ``configs/``, or to the including file."""
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [CONFIGS_DIR / path, including_file.parent / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ValueError(f"{including_file}: included file {name!r} not found (looked in {CONFIGS_DIR} and beside it)")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file (``{}`` for an empty file)."""
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"cannot parse config file {path}: {e}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ValueError(f"config file {path} must hold a mapping, got {type(tree).__name__}")
+    return tree
+
+
+def _load_file(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file as a flat typed layer, its includes merged underneath its own keys."""
+    path = Path(path).resolve()
+    if path in _stack:
+        cycle = " -> ".join(str(p) for p in (*_stack, path))
+        raise ValueError(f"config files include each other in a cycle: {cycle}")
+    tree = _read_yaml(path)
+    includes = tree.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ValueError(f"{path}: 'include' must be a path or a list of paths, got {includes!r}")
+    layer = {}
+    for name in includes:
+        layer.update(_load_file(_resolve_include(name, path), (*_stack, path)))
+    layer.update(_typed(_flatten(tree, f" (in {path})"), f" (in {path})"))
+    return layer
+
+
+def _yaml_files(folder: Path) -> list[str]:
+    """Names (without ``.yaml``) of the YAML files in ``folder``, sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _named_config_path(config: str) -> Path:
+    """A config argument as a file: an existing path, else ``configs/experiment/<name>.yaml``."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    stem = config[: -len(".yaml")] if config.endswith(".yaml") else config
+    for candidate in (CONFIGS_DIR / "experiment" / f"{stem}.yaml", CONFIGS_DIR / f"{stem}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = known_experiments()
+    close = difflib.get_close_matches(stem, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+        f"config {config!r} not found: not a file, and no {CONFIGS_DIR / 'experiment' / (stem + '.yaml')}; "
+        f"{hint}known experiments: {', '.join(known)}"
+    )
+
+
+def _section_file(section: str, name: str) -> Path:
+    """``configs/<section>/<name>.yaml`` for a selector such as ``algo=mat_dec``."""
+    path = CONFIGS_DIR / section / f"{name}.yaml"
+    if path.is_file():
+        return path
+    known = _yaml_files(CONFIGS_DIR / section)
+    noun = "algorithm" if section == "algo" else f"{section} config"
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown {noun} {name!r} ({section}={name}); {hint}known: {', '.join(known) or 'none'}")
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    """``"algo.lr=1e-3"`` -> ``("algo.lr", "1e-3")``."""
+    key, sep, value = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"malformed override {override!r}; expected key=value, e.g. algo.lr=1e-3 or env.map=3s5z")
+    return key, value
+
+
+def _parse_value(text: str, typ: type) -> Any:
+    """An override's text as YAML would read it; strings stay verbatim."""
+    if typ is str:
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_overrides(overrides: Sequence[str]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Splits overrides into section selectors ``[(section, name)]`` and a flat typed layer."""
+    schema = _schema()
+    sections = _sections()
+    selectors, layer = [], {}
+    for override in overrides:
+        key, text = _split_override(override)
+        if key in sections:
+            selectors.append((key, text.strip()))
+        elif key not in schema:
+            raise _unknown_key_error(key, schema, "")
+        else:
+            layer[key] = _coerce(key, _parse_value(text, schema[key]), schema[key])
+    return selectors, layer
+
+
+def _build(flat: Mapping[str, Any]) -> Config:
+    """A validated ``Config`` from a flat typed layer (missing keys keep the dataclass defaults)."""
+    sections = _sections()
+    parts: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    top = {}
+    for key, value in flat.items():
+        section, _, field = key.partition(".")
+        if field:
+            parts[section][field] = value
+        else:
+            top[key] = value
+    return Config(**{name: cls(**parts[name]) for name, cls in sections.items()}, **top)
+
+
+# --------------------------------------------------------------------------- #
+# Public API                                                                    #
+# --------------------------------------------------------------------------- #
+
+
+def known_experiments() -> tuple[str, ...]:
+    """Names accepted as ``config_path`` from ``configs/experiment/`` (``smax_3m``, ...)."""
+    return tuple(_yaml_files(CONFIGS_DIR / "experiment"))
+
+
+def split_cli_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Splits ``[CONFIG] [key=value ...]`` into the config name (or None) and the overrides.
+
+    Only the first argument may lack ``=``; any later one is a malformed
+    override, reported by ``load_config``.
+    """
+    args = list(args)
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Builds and validates a run's ``Config`` (see the module docstring for the layers).
+
+    Args:
+      config_path: None for the default run, a YAML path, or an experiment
+        name (``smax_3s5z`` -> ``configs/experiment/smax_3s5z.yaml``).
+      overrides: ``key=value`` strings: dotted keys (``algo.lr=1e-3``,
+        ``seed=3``) or section selectors (``algo=mat_dec``, ``env=smax_3s5z``).
+
+    Raises:
+      ValueError: unknown key (with the nearest known one), a value of the
+        wrong type or out of range, an unknown algorithm, environment or map,
+        a malformed override, or a missing or unreadable file.
+    """
+    selectors, explicit = _parse_overrides(overrides)
+    flat = _load_file(CONFIGS_DIR / "default.yaml")
+    if config_path is not None:
+        flat.update(_load_file(_named_config_path(config_path)))
+    for section, name in selectors:
+        flat.update(_load_file(_section_file(section, name)))
+    if "env.map" in explicit:
+        env_name = explicit.get("env.name", flat.get("env.name", EnvConfig.name))
+        per_map = CONFIGS_DIR / "env" / f"{env_name}_{explicit['env.map']}.yaml"
+        if per_map.is_file():
+            flat.update(_load_file(per_map))
+    flat.update(explicit)
+    return _build(flat)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as nested plain data: ``{"env": {...}, "algo": {...}, "train": {...}, "seed": 0, "name": ""}``."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Writes ``cfg`` as YAML, atomically (a temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# resolved config of run {cfg.run_name!r}, written by jax_mat\n" + yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_from_file(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Re-reads a config written by ``save_config`` (for ``--resume``).
+
+    Only ``path`` is read (not ``configs/default.yaml``): keys missing from it
+    keep the dataclass defaults. ``overrides`` may change single keys (for
+    example ``train.total_steps=2e6`` to extend a run); selectors such as
+    ``algo=mat_dec`` are refused, since a resumed run keeps its algorithm and
+    environment.
+    """
+    selectors, explicit = _parse_overrides(overrides)
+    if selectors:
+        section, name = selectors[0]
+        raise ValueError(f"cannot apply {section}={name} to the saved config {path}; only key=value overrides apply")
+    flat = _load_file(Path(path))
+    flat.update(explicit)
+    return _build(flat)

@@ -1,0 +1,32 @@
+"""Algorithm name -> policy network."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from jax_mat.envs.base import EnvSpec
+from jax_mat.networks.mat import MATConfig, MATPolicy
+from jax_mat.networks.policy import Policy
+
+
+def _mat(spec: EnvSpec, algo: Any) -> Policy:
+    return MATPolicy(spec, algo.network_config())
+
+
+def _mat_dec(spec: EnvSpec, algo: Any) -> Policy:
+    config = algo.network_config()
+    return MATPolicy(spec, MATConfig(config.n_block, config.n_embd, config.n_head, True, config.share_actor))
+
+
+_BUILDERS: dict[str, Callable[[EnvSpec, Any], Policy]] = {"mat": _mat, "mat_dec": _mat_dec}
+
+
+def known_algos() -> tuple[str, ...]:
+    return tuple(_BUILDERS)
+
+
+def make_policy(spec: EnvSpec, algo: Any) -> Policy:
+    """Build the policy of ``algo.name`` (an ``AlgoConfig``) for an environment."""
+    if algo.name not in _BUILDERS:
+        raise ValueError(f"unknown algorithm '{algo.name}'; known: {', '.join(known_algos())}")
+    return _BUILDERS[algo.name](spec, algo)

@@ -1,0 +1,234 @@
+"""Config loading: layers, overrides, type coercion, validation messages, save/load."""
+
+import dataclasses
+import os
+
+import pytest
+import yaml
+
+from jax_mat import config as config_lib
+from jax_mat.config import AlgoConfig, Config, EnvConfig, TrainConfig, load_config
+
+CONFIGS = config_lib.CONFIGS_DIR
+
+
+# --------------------------------------------------------------------------- #
+# Defaults and layering                                                         #
+# --------------------------------------------------------------------------- #
+
+
+def test_default_run_is_mat_on_3m_with_the_reports_settings():
+    cfg = load_config()
+    assert cfg.env == EnvConfig(name="smax", map="3m")
+    assert cfg.algo == AlgoConfig()  # default.yaml spells out the dataclass (report) defaults
+    assert cfg.train == TrainConfig(total_steps=600_000, checkpoint_every=20)
+    assert cfg.seed == 0 and cfg.run_name == "mat-smax-3m"
+    assert cfg.batch_size == 3200 and cfg.num_updates == 187 and cfg.minibatch_size == 3200
+
+
+def test_dataclass_defaults_are_a_valid_config():
+    assert Config().num_updates == 1_000_000 // 3200
+
+
+def test_overrides_are_coerced_to_the_declared_types():
+    cfg = load_config(
+        overrides=[
+            "train.total_steps=2e6",
+            "algo.lr=1e-3",
+            "algo.max_grad_norm=1",
+            "algo.use_huber_loss=false",
+            "algo.num_mini_batch=4",
+            "seed=3",
+            "name=my run",
+        ]
+    )
+    assert cfg.train.total_steps == 2_000_000 and type(cfg.train.total_steps) is int
+    assert cfg.algo.lr == 1e-3 and type(cfg.algo.lr) is float
+    assert cfg.algo.max_grad_norm == 1.0 and type(cfg.algo.max_grad_norm) is float
+    assert cfg.algo.use_huber_loss is False
+    assert cfg.seed == 3 and cfg.run_name == "my run"
+    assert cfg.num_updates == 625 and cfg.minibatch_size == 800
+
+
+def test_env_map_override_applies_the_per_map_file():
+    cfg = load_config(overrides=["env.map=6h_vs_8z"])
+    assert (cfg.env.map, cfg.algo.ppo_epochs, cfg.train.total_steps) == ("6h_vs_8z", 15, 10_000_000)
+
+
+def test_explicit_override_beats_the_per_map_file_whatever_the_order():
+    for overrides in (["env.map=25m", "algo.ppo_epochs=5"], ["algo.ppo_epochs=5", "env.map=25m"]):
+        cfg = load_config(overrides=overrides)
+        assert (cfg.env.map, cfg.algo.ppo_epochs, cfg.train.total_steps) == ("25m", 5, 2_000_000)
+
+
+def test_algo_selector_loads_mat_dec():
+    cfg = load_config(overrides=["algo=mat_dec"])
+    assert (cfg.algo.name, cfg.algo.dec_actor, cfg.algo.share_actor) == ("mat_dec", True, False)
+    assert cfg.run_name == "mat_dec-smax-3m"
+    assert cfg.algo.network_config().dec_actor is True
+
+
+def test_experiments_by_name_and_by_path():
+    by_name = load_config("smax_2s3z")
+    assert (by_name.env.map, by_name.train.total_steps) == ("2s3z", 3_000_000)
+    assert load_config(str(CONFIGS / "experiment" / "smax_2s3z.yaml")) == by_name
+    check = load_config("smax_3m", ["seed=1"])
+    assert (check.env.map, check.train.total_steps, check.seed) == ("3m", 1_000_000, 1)
+
+
+def test_includes_resolve_from_configs_then_beside_the_file_and_own_keys_win(tmp_path):
+    (tmp_path / "mine.yaml").write_text("train: {total_steps: 4e6, n_envs: 8}\n")
+    (tmp_path / "run.yaml").write_text(
+        "include: [env/smax_3s5z.yaml, algo/mat_dec.yaml, mine.yaml]\ntrain: {n_envs: 16}\n"
+    )
+    cfg = load_config(str(tmp_path / "run.yaml"))
+    assert (cfg.env.map, cfg.algo.name) == ("3s5z", "mat_dec")
+    assert (cfg.train.total_steps, cfg.train.n_envs) == (4_000_000, 16)
+
+
+def test_loss_and_network_configs_carry_the_algo_settings():
+    algo = load_config(overrides=["algo.clip=0.2", "algo.n_embd=32", "algo.n_head=2"]).algo
+    loss, net = algo.loss_config(), algo.network_config()
+    for sub in (loss, net):
+        for f in dataclasses.fields(sub):
+            assert getattr(sub, f.name) == getattr(algo, f.name), f.name
+    assert (loss.clip, net.n_embd, net.n_head) == (0.2, 32, 2)
+
+
+def test_split_cli_args():
+    split = config_lib.split_cli_args
+    assert split([]) == (None, [])
+    assert split(["smax_3m", "seed=1"]) == ("smax_3m", ["seed=1"])
+    assert split(["seed=1", "algo=mat_dec"]) == (None, ["seed=1", "algo=mat_dec"])
+
+
+# --------------------------------------------------------------------------- #
+# Every SMAX map has a per-map file that loads                                  #
+# --------------------------------------------------------------------------- #
+
+
+def _map_files():
+    return sorted(p.stem.removeprefix("smax_") for p in (CONFIGS / "env").glob("smax_*.yaml"))
+
+
+def test_every_smax_map_has_a_per_map_file():
+    from jax_mat.envs.registry import known_smax_maps
+
+    assert set(_map_files()) == set(known_smax_maps())
+
+
+@pytest.mark.parametrize("smax_map", _map_files())
+def test_per_map_files_load_and_validate(smax_map):
+    by_selector = load_config(overrides=[f"env=smax_{smax_map}"])
+    by_map = load_config(overrides=[f"env.map={smax_map}"])
+    assert by_selector == by_map
+    assert by_map.env.map == smax_map and by_map.algo.clip == 0.05
+    assert by_map.train.total_steps >= 2_000_000
+
+
+# --------------------------------------------------------------------------- #
+# Errors                                                                        #
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["algo.lrr=1e-3"], "unknown config key 'algo.lrr'; did you mean 'algo.lr'?"),
+        (["alg.lr=1e-3"], "did you mean 'algo.lr'?"),
+        (["train.num_mini_batch=2"], "did you mean 'algo.num_mini_batch'?"),
+        (["algo.ppo_epochs=ten"], "algo.ppo_epochs must be an integer, got 'ten'"),
+        (["algo.ppo_epochs=2.5"], "algo.ppo_epochs must be an integer, got 2.5"),
+        (["algo.lr=fast"], "algo.lr must be a finite number, got 'fast'"),
+        (["algo.use_huber_loss=maybe"], "algo.use_huber_loss must be true or false, got 'maybe'"),
+        (["algo.lr=0"], "algo.lr must be > 0, got 0.0"),
+        (["algo.clip=-0.1"], "algo.clip must be > 0"),
+        (["algo.entropy_coef=-1e-3"], "algo.entropy_coef must be >= 0"),
+        (["algo.gamma=0"], "algo.gamma must be in (0, 1]"),
+        (["algo.gae_lambda=1.5"], "algo.gae_lambda must be in (0, 1]"),
+        (["train.n_envs=0"], "train.n_envs must be >= 1"),
+        (["train.episode_length=0"], "train.episode_length must be >= 1"),
+        (["algo.num_mini_batch=0"], "algo.num_mini_batch must be >= 1"),
+        (["train.eval_episodes=0"], "train.eval_episodes must be >= 1"),
+        (["train.checkpoint_every=0"], "train.checkpoint_every must be >= 1"),
+        (["algo.num_mini_batch=7"], "32 * 100 = 3200 is not divisible by algo.num_mini_batch = 7"),
+        (["algo.n_head=3"], "algo.n_embd (64) must be divisible by algo.n_head (3)"),
+        (["train.total_steps=1000"], "train.total_steps (1000) is less than one update"),
+        (["algo=marwkv"], "unknown algorithm 'marwkv' (algo=marwkv); known: mat, mat_dec"),
+        (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec"),
+        (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
+        (["env.name=mujoco"], "unknown environment 'mujoco' (env.name); known: smax"),
+        (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),
+        (["env.map=MMM2"], "Use env=smac"),
+        (["env=smax_4m"], "unknown env config 'smax_4m' (env=smax_4m); did you mean"),
+        (["algo.lr"], "malformed override 'algo.lr'; expected key=value"),
+        (["=3"], "malformed override '=3'"),
+        (["seed=-1"], "seed must be >= 0"),
+    ],
+)
+def test_errors_say_what_is_wrong(overrides, message):
+    with pytest.raises(ValueError) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value)
+
+
+def test_unknown_experiment_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"config 'smax_3n' not found.*did you mean 'smax_3m'.*known experiments"):
+        load_config("smax_3n")
+
+
+def test_errors_in_files_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("algo: {lrr: 1e-3}\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'algo.lrr'; did you mean 'algo.lr'\? \(in .*bad.yaml\)"):
+        load_config(str(path))
+    path.write_text("train: {total_steps: lots}\n")
+    with pytest.raises(ValueError, match=r"train.total_steps must be an integer, got 'lots' \(in .*bad.yaml\)"):
+        load_config(str(path))
+    path.write_text("algo: mat_dec\n")
+    with pytest.raises(ValueError, match="'algo' is a section"):
+        load_config(str(path))
+    path.write_text("algo: [1\n")
+    with pytest.raises(ValueError, match="cannot parse config file"):
+        load_config(str(path))
+
+
+def test_include_cycles_and_missing_includes_are_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("include: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("include: [nowhere.yaml]\n")
+    with pytest.raises(ValueError, match="included file 'nowhere.yaml' not found"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "steps.yaml"
+    path.write_text("train: {total_steps: 3e6}\nalgo: {lr: 1e-3}\n")  # PyYAML reads both as strings
+    cfg = load_config(str(path))
+    assert (cfg.train.total_steps, cfg.algo.lr) == (3_000_000, 1e-3)
+
+
+# --------------------------------------------------------------------------- #
+# Saving and resuming                                                           #
+# --------------------------------------------------------------------------- #
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = load_config("smax_2s3z", ["algo=mat_dec", "algo.lr=3e-4", "seed=7", "name=run a"])
+    path = tmp_path / "run" / "config.yaml"
+    config_lib.save_config(cfg, path)
+    assert config_lib.config_from_file(path) == cfg
+    assert yaml.safe_load(path.read_text()) == config_lib.config_to_dict(cfg)
+    assert os.listdir(path.parent) == ["config.yaml"]  # no temporary file left behind
+    config_lib.save_config(dataclasses.replace(cfg, seed=8), path)  # overwrites in place
+    assert config_lib.config_from_file(path).seed == 8
+
+
+def test_resume_overrides_single_keys_only(tmp_path):
+    path = tmp_path / "config.yaml"
+    config_lib.save_config(load_config(), path)
+    assert config_lib.config_from_file(path, ["train.total_steps=2e6"]).train.total_steps == 2_000_000
+    with pytest.raises(ValueError, match="cannot apply algo=mat_dec"):
+        config_lib.config_from_file(path, ["algo=mat_dec"])

@@ -1,0 +1,153 @@
+"""End-to-end training on SMAX: the CLI, checkpoints, resume after SIGKILL, seeds under vmap, bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jax_mat import config as config_lib
+from jax_mat import train
+from jax_mat.envs.registry import make_env_from_config
+from jax_mat.networks.registry import make_policy
+from jax_mat.training.checkpoint import Checkpointer
+from jax_mat.training.runner import Trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# 4 envs x 8 steps per update, one epoch: tiny but the full program.
+TINY = ["train.n_envs=4", "train.episode_length=8", "algo.ppo_epochs=2", "algo.num_mini_batch=2",
+        "train.eval_episodes=2", "train.checkpoint_every=1", "algo.n_embd=16"]
+
+
+def _tiny(updates: int, *extra: str) -> list[str]:
+    return TINY + [f"train.total_steps={updates * 32}", *extra]
+
+
+def _trainer(cfg):
+    env = make_env_from_config(cfg.env)
+    return Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+
+
+def _params_of(run_dir):
+    trainer = _trainer(config_lib.config_from_file(os.path.join(run_dir, "config.yaml")))
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    try:
+        return ckpt.restore(jax.eval_shape(trainer.init, jax.random.PRNGKey(0))).params
+    finally:
+        ckpt.close()
+
+
+def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    assert train.main([*_tiny(3), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    out = capfd.readouterr().out
+    assert "win rate" in out and str(run_dir) in out
+    assert (run_dir / "config.yaml").is_file()
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert results["episodes"] == 2 and 0.0 <= results["win_rate"] <= 1.0
+    assert any(f.name.startswith("events.out.tfevents") for f in (run_dir / "tb").iterdir())
+    assert Checkpointer(run_dir / "checkpoints").latest_step() == 3
+    from jax_mat import evaluate
+    assert evaluate.main([str(run_dir), "--episodes", "3"]) == 0
+    assert "checkpoint update 3: 3 greedy episodes" in capfd.readouterr().out
+
+
+def test_resume_after_sigkill_equals_straight_run(tmp_path):
+    updates = 6
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train.main([*_tiny(updates), "--run-dir", str(straight), "--no-progress"]) == 0
+
+    cmd = [sys.executable, "-m", "jax_mat.train", *_tiny(updates), "--run-dir", str(killed), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            ckpt_dir = killed / "checkpoints"
+            if ckpt_dir.is_dir() and any(p.name.isdigit() and int(p.name) >= 2 for p in ckpt_dir.iterdir()):
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    last = Checkpointer(killed / "checkpoints").latest_step()
+    assert last is not None and last < updates, f"the kill came too late (checkpoint {last})"
+    assert not (killed / "eval.json").exists()
+
+    assert train.main(["--resume", str(killed), "--no-progress"]) == 0
+    a, b = _params_of(straight), _params_of(killed)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.timeout(600)
+def test_vmapped_seeds_equal_single_seed_runs():
+    trainer = _trainer(config_lib.load_config(None, _tiny(2)))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    states, metrics = jax.jit(jax.vmap(trainer.train))(keys)
+    assert metrics["loss/total"].shape == (2, 2)
+    single, _ = jax.jit(trainer.train)(keys[1])
+    for x, y in zip(jax.tree.leaves(states.params), jax.tree.leaves(single.params)):
+        np.testing.assert_allclose(x[1], y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["env.map=MMM3"], "unknown SMAX map 'MMM3'"),
+    (["env.map=MMM2"], "medivac"),
+    (["algo=ppo_lstm"], "ppo_lstm"),
+    (["algo.lrr=1e-3"], "did you mean 'algo.lr'"),
+    (["algo.lr=-1"], "algo.lr"),
+    (["algo.clip=0"], "algo.clip"),
+    (["train.n_envs=3", "algo.num_mini_batch=7"], "divisible"),
+    (["--resume", "/nonexistent/run"], "no run directory"),
+])
+def test_bad_input_fails_before_compiling_and_writes_nothing(tmp_path, capfd, argv, message):
+    run_dir = tmp_path / "run"
+    extra = [] if "--resume" in argv else ["--run-dir", str(run_dir)]
+    start = time.perf_counter()
+    assert train.main([*argv, *extra, "--no-progress"]) == 2
+    assert message in capfd.readouterr().err
+    assert time.perf_counter() - start < 5, "errors must come before any compilation"
+    assert not run_dir.exists()
+
+
+def test_resume_rejects_corrupt_and_mismatched_checkpoints(tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    assert train.main([*_tiny(1), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    capfd.readouterr()
+    # Another network shape.
+    assert train.main(["--resume", str(run_dir), "algo.n_embd=32", "train.total_steps=64", "--no-progress"]) == 2
+    assert "does not fit" in capfd.readouterr().err
+    # Corrupt files.
+    for path in (run_dir / "checkpoints").rglob("*"):
+        if path.is_file() and "metadata" not in path.name.lower():
+            path.write_bytes(b"garbage")
+    assert train.main(["--resume", str(run_dir), "train.total_steps=64", "--no-progress"]) == 2
+    assert "checkpoint" in capfd.readouterr().err
+    # A directory that is not a run.
+    (tmp_path / "empty").mkdir()
+    assert train.main(["--resume", str(tmp_path / "empty"), "--no-progress"]) == 2
+    assert "not a jax_mat run" in capfd.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capfd, monkeypatch):
+    original = Trainer.update
+
+    def poisoned(self, state):
+        new_state, metrics = original(self, state)
+        metrics["loss/total"] = jax.numpy.where(new_state.update >= 2, jax.numpy.nan, metrics["loss/total"])
+        return new_state, metrics
+
+    monkeypatch.setattr(Trainer, "update", poisoned)
+    run_dir = tmp_path / "run"
+    assert train.main([*_tiny(4), "--run-dir", str(run_dir), "--no-progress"]) == 1
+    err = capfd.readouterr().err
+    assert "NaN/inf in the loss at update 2" in err and "update 1" in err
+    assert Checkpointer(run_dir / "checkpoints").latest_step() == 1
+    assert not (run_dir / "eval.json").exists()
