@@ -131,12 +131,11 @@ class TrainConfig:
     log_every: int = 1  # updates between logged points
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     eval_episodes: int = 32
-    eval_envs: int = 32
 
     def __post_init__(self):
         _require_at_least_one(
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
-            "eval_episodes", "eval_envs",
+            "eval_episodes",
         )  # fmt: skip
 
 

@@ -21,9 +21,9 @@ def test_default_run_is_mat_on_3m_with_the_reports_settings():
     cfg = load_config()
     assert cfg.env == EnvConfig(name="smax", map="3m")
     assert cfg.algo == AlgoConfig()  # default.yaml spells out the dataclass (report) defaults
-    assert cfg.train == TrainConfig(total_steps=600_000, checkpoint_every=20)
+    assert cfg.train == TrainConfig(total_steps=960_000, checkpoint_every=25)
     assert cfg.seed == 0 and cfg.run_name == "mat-smax-3m"
-    assert cfg.batch_size == 3200 and cfg.num_updates == 187 and cfg.minibatch_size == 3200
+    assert cfg.batch_size == 3200 and cfg.num_updates == 300 and cfg.minibatch_size == 3200
 
 
 def test_dataclass_defaults_are_a_valid_config():
