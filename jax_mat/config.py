@@ -39,7 +39,8 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-KNOWN_ALGOS = ("mat", "mat_dec")
+KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv")
+RWKV_ALGOS = ("marwkv", "mat_rwkv")
 
 
 # --------------------------------------------------------------------------- #
@@ -69,7 +70,7 @@ class EnvConfig:
 class AlgoConfig:
     """Algorithm, PPO and network settings (upstream MAT on SMAC, report Tables 1-3)."""
 
-    name: str = "mat"  # known: mat, mat_dec
+    name: str = "mat"  # known: mat, mat_dec, marwkv, mat_rwkv (MAT encoder + RWKV decoder)
     lr: float = 5e-4
     opti_eps: float = 1e-5
     ppo_epochs: int = 10
@@ -91,6 +92,7 @@ class AlgoConfig:
     n_head: int = 1
     dec_actor: bool = False  # True for mat_dec
     share_actor: bool = False
+    rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
 
     def __post_init__(self):
         if self.name not in KNOWN_ALGOS:
@@ -107,6 +109,10 @@ class AlgoConfig:
         _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head")
         if self.n_embd % self.n_head:
             raise ValueError(f"algo.n_embd ({self.n_embd}) must be divisible by algo.n_head ({self.n_head})")
+        if self.rwkv_version not in (4, 5, 6):
+            raise ValueError(f"algo.rwkv_version must be 4, 5 or 6, got {self.rwkv_version!r}")
+        if self.name in RWKV_ALGOS:
+            self.network_config()  # the network's own checks (e.g. v6's minimum width), before any jit
 
     def loss_config(self):
         """The PPO objective's settings as ``jax_mat.algos.ppo.LossConfig``."""
@@ -115,7 +121,17 @@ class AlgoConfig:
         return _project(self, LossConfig)
 
     def network_config(self):
-        """The network's settings as ``jax_mat.networks.mat.MATConfig``."""
+        """The network's settings: ``MATConfig`` (mat, mat_dec) or ``MARWKVConfig`` (marwkv, mat_rwkv)."""
+        if self.name in RWKV_ALGOS:
+            from jax_mat.networks.marwkv import MARWKVConfig
+
+            return MARWKVConfig(
+                version=self.rwkv_version,
+                n_block=self.n_block,
+                n_embd=self.n_embd,
+                n_head=self.n_head,
+                hybrid=self.name == "mat_rwkv",
+            )
         from jax_mat.networks.mat import MATConfig
 
         return _project(self, MATConfig)
@@ -166,8 +182,11 @@ class Config:
 
     @property
     def run_name(self) -> str:
-        """``name``, or ``"<algo>-<env>-<map>"`` when ``name`` is empty."""
-        return self.name or f"{self.algo.name}-{self.env.name}-{self.env.map}"
+        """``name``, or ``"<algo>-<env>-<map>"`` when ``name`` is empty (``marwkv_v6``: RWKV versions other than 4)."""
+        algo = self.algo.name
+        if algo in RWKV_ALGOS and self.algo.rwkv_version != 4:
+            algo = f"{algo}_v{self.algo.rwkv_version}"
+        return self.name or f"{algo}-{self.env.name}-{self.env.map}"
 
     @property
     def batch_size(self) -> int:

@@ -1,6 +1,8 @@
 """Parity of jax_mat's networks with the official PyTorch implementations.
 
-A fixture is an ``.npz`` in the layout of ``shared/fixtures/mat_reference``:
+A fixture is an ``.npz`` in the layout of ``shared/fixtures/mat_reference``
+(MAT) or ``shared/fixtures/marwkv_reference`` (MARWKV v4/v6; the family and
+version are read off the parameter names):
 upstream parameters under ``param/``, inputs (``obs``, ``avail``, ``actions``),
 upstream outputs under ``out/``, PPO-loss inputs and scalars under ``loss/``
 and gradients of the total loss under ``grad/``. ``compare_fixture`` rebuilds
@@ -22,10 +24,14 @@ import numpy as np
 from jax_mat.algos.ppo import LossConfig, ppo_loss
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks import torch_import
+from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 
 OUTPUT_TOL = (1e-5, 1e-4)  # atol, rtol
 GRAD_TOL = (1e-4, 1e-4)
+OUTPUTS = ("values", "obs_rep", "logp", "entropy", "det_actions", "det_logp")
+LOSS_INPUTS = ("old_logp", "adv", "value_preds", "returns", "active")
+LOSS_PARTS = ("total", "policy", "value", "entropy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,31 +81,53 @@ def _build(params_np: dict, obs: np.ndarray, n_head: int | None, meta: dict):
     n_agent = obs.shape[1]
     if obs.shape[2] != shape.obs_dim:
         raise ValueError(f"obs has {obs.shape[2]} features but the weights expect {shape.obs_dim}")
-    n_head = n_head or meta.get("n_head")
-    if n_head is None:
-        raise ValueError("the head count is not in the weights: pass n_head (or keep cases.json beside the fixture)")
-    config = MATConfig(
-        n_block=shape.n_block,
-        n_embd=shape.n_embd,
-        n_head=int(n_head),
-        dec_actor=shape.dec_actor,
-        share_actor=shape.share_actor,
-    )
     spec = EnvSpec(n_agent, shape.obs_dim, 0, shape.action_dim, shape.discrete, 0)
+    if shape.family == "marwkv" and not shape.hybrid:
+        # The WKV head count is in the weights (v5/v6); v4 has none.
+        config = MARWKVConfig(shape.version, shape.n_block, shape.n_embd, shape.n_head or 1)
+        policy = MARWKVPolicy(spec, config)
+    else:
+        n_head = n_head or meta.get("n_head")
+        if n_head is None:
+            raise ValueError(
+                "the head count is not in the weights: pass n_head (or keep cases.json beside the fixture)"
+            )
+        if shape.family == "marwkv":
+            config = MARWKVConfig(shape.version, shape.n_block, shape.n_embd, int(n_head), hybrid=True)
+            policy = MARWKVPolicy(spec, config)
+        else:
+            config = MATConfig(
+                n_block=shape.n_block,
+                n_embd=shape.n_embd,
+                n_head=int(n_head),
+                dec_actor=shape.dec_actor,
+                share_actor=shape.share_actor,
+            )
+            policy = MATPolicy(spec, config)
     params = jax.tree.map(jnp.asarray, torch_import.torch_to_flax(params_np, config, shape.discrete, n_agent))
-    return MATPolicy(spec, config), params
+    return policy, params
 
 
-def compare_fixture(path: str, n_head: int | None = None) -> list[Row]:
-    """Run jax_mat's MAT on a fixture file and compare every stored quantity."""
+def compare_fixture(path: str, n_head: int | None = None, compiler_options: dict | None = None) -> list[Row]:
+    """Run jax_mat's MAT or MARWKV on a fixture file and compare every stored quantity.
+
+    ``compiler_options`` go to ``jax.jit`` (the tests pass
+    ``{"xla_backend_optimization_level": 0}``, which halves compilation on a CPU).
+    """
     if not os.path.exists(path):
         raise ValueError(f"no such fixture: {path}")
     with np.load(path) as f:
         data = {k: f[k] for k in f.files}
-    return compare_arrays(data, n_head=n_head, meta=_case_metadata(path), name=path)
+    return compare_arrays(data, n_head=n_head, meta=_case_metadata(path), name=path, compiler_options=compiler_options)
 
 
-def compare_arrays(data: dict, n_head: int | None = None, meta: dict | None = None, name: str = "fixture") -> list[Row]:
+def compare_arrays(
+    data: dict,
+    n_head: int | None = None,
+    meta: dict | None = None,
+    name: str = "fixture",
+    compiler_options: dict | None = None,
+) -> list[Row]:
     """Compare a fixture already in memory.
 
     The model rows (``out/*``) are always compared; the loss rows and the
@@ -121,31 +149,36 @@ def compare_arrays(data: dict, n_head: int | None = None, meta: dict | None = No
     else:
         actions, avail = jnp.asarray(actions_raw.astype(np.float32)), None
     obs = jnp.asarray(obs)
+    refs = {q: _required(data, f"out/{q}", name) for q in OUTPUTS}
+    with_loss = any(k.startswith(("loss/", "grad/")) for k in data)
+    if with_loss:
+        loss_in = {k: jnp.asarray(_required(data, f"loss/{k}", name)) for k in LOSS_INPUTS}
+        loss_refs = {part: _required(data, f"loss/{part}", name) for part in LOSS_PARTS}
+        loss_fn = _loss_fn(policy, obs, actions, avail, loss_in, _loss_config(meta))
 
-    rows = []
-    values, rep = jax.jit(lambda p, o: policy.model.apply(p, o, method="encode"))(params, obs)
-    rows.append(_compare("values", values[..., None], _required(data, "out/values", name), OUTPUT_TOL))
-    rows.append(_compare("obs_rep", rep, _required(data, "out/obs_rep", name), OUTPUT_TOL))
-    logp, entropy, _ = jax.jit(policy.evaluate)(params, obs, actions, avail)
-    rows.append(_compare("logp", logp, _required(data, "out/logp", name), OUTPUT_TOL))
-    rows.append(_compare("entropy", entropy, _required(data, "out/entropy", name), OUTPUT_TOL))
-    det_actions, det_logp, _ = jax.jit(policy.act, static_argnums=4)(
-        params, obs, avail, jax.random.PRNGKey(0), True)
-    if spec.discrete:
-        det_actions = det_actions[..., None]
-    rows.append(_compare("det_actions", det_actions, _required(data, "out/det_actions", name), OUTPUT_TOL))
-    rows.append(_compare("det_logp", det_logp, _required(data, "out/det_logp", name), OUTPUT_TOL))
-    if any(k.startswith(("loss/", "grad/")) for k in data):
-        rows += _compare_loss_and_grads(data, policy, params, obs, actions, avail, meta, name)
+    def run(p):
+        """Every compared quantity in one program (one compilation)."""
+        values, rep = policy.model.apply(p, obs, method="encode")
+        logp, entropy, _ = policy.evaluate(p, obs, actions, avail)
+        det_actions, det_logp, _ = policy.act(p, obs, avail, jax.random.PRNGKey(0), True)
+        if spec.discrete:
+            det_actions = det_actions[..., None]
+        out = dict(values=values[..., None], obs_rep=rep, logp=logp, entropy=entropy, det_actions=det_actions,
+                   det_logp=det_logp)
+        if not with_loss:
+            return out, None, None
+        (_, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        return out, parts, grads
+
+    out, parts, grads = jax.jit(run, compiler_options=compiler_options)(params)
+    rows = [_compare(q, out[q], refs[q], OUTPUT_TOL) for q in OUTPUTS]
+    if with_loss:
+        rows += [_compare(f"loss/{q}", parts[f"loss/{q}"], loss_refs[q], OUTPUT_TOL) for q in LOSS_PARTS]
+        rows += _compare_grads(data, policy, grads, name)
     return rows
 
 
-def _compare_loss_and_grads(data, policy, params, obs, actions, avail, meta, name) -> list[Row]:
-    spec = policy.spec
-    loss_in = {k: jnp.asarray(_required(data, f"loss/{k}", name)) for k in
-               ("old_logp", "adv", "value_preds", "returns", "active")}
-    config = _loss_config(meta)
-
+def _loss_fn(policy, obs, actions, avail, loss_in, config):
     def loss_fn(p):
         lp, ent, v = policy.evaluate(p, obs, actions, avail)
         return ppo_loss(
@@ -158,14 +191,16 @@ def _compare_loss_and_grads(data, policy, params, obs, actions, avail, meta, nam
             config=config,
         )
 
-    (_, parts), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
-    rows = []
-    for part in ("total", "policy", "value", "entropy"):
-        rows.append(_compare(f"loss/{part}", parts[f"loss/{part}"], _required(data, f"loss/{part}", name), OUTPUT_TOL))
+    return loss_fn
+
+
+def _compare_grads(data, policy, grads, name) -> list[Row]:
+    spec = policy.spec
     grads_torch = torch_import.flax_to_torch(grads, policy.config, spec.discrete, spec.n_agents)
     grad_keys = sorted(k[len("grad/"):] for k in data if k.startswith("grad/"))
     if not grad_keys:
         raise ValueError(f"{name} has a loss/ section but no 'grad/' arrays")
+    rows = []
     for key in grad_keys:
         if key not in grads_torch:
             raise ValueError(f"{name} has a gradient for '{key}', which this model does not have")

@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Compare jax_mat's MAT with the official PyTorch MAT on fixture files.
+"""Compare jax_mat's MAT and MARWKV with the official PyTorch models on fixture files.
 
     python scripts/check_parity.py ../shared/fixtures/mat_reference/*.npz [--n-head H]
+    python scripts/check_parity.py ../shared/fixtures/marwkv_reference/marwkv_*.npz
 
-Each fixture is rebuilt from its own shapes (batch, agents, obs/action sizes,
-blocks, width, discrete or continuous; the head count comes from the
-``cases.json`` beside it or ``--n-head``). Prints one row per quantity with
-its max absolute error; exits 1 if any is outside tolerance, 2 on bad input.
+Each fixture is rebuilt from its own shapes (model family and RWKV version
+from the parameter names, batch, agents, obs/action sizes, blocks, width,
+discrete or continuous; MAT's head count comes from the ``cases.json`` beside
+it or ``--n-head``, MARWKV's from the weights). Prints one row per quantity
+with its max absolute error; exits 1 if any is outside tolerance, 2 on bad
+input.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from jax_mat.parity import GRAD_TOL, OUTPUT_TOL, compare_fixture
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fixtures", nargs="+", help="fixture .npz files")
-    parser.add_argument("--n-head", type=int, default=None, help="attention heads, if no cases.json says")
+    parser.add_argument("--n-head", type=int, default=None, help="MAT attention heads, if no cases.json says")
     args = parser.parse_args(argv)
     failed = 0
     for path in args.fixtures:

@@ -68,6 +68,19 @@ def test_algo_selector_loads_mat_dec():
     assert cfg.algo.network_config().dec_actor is True
 
 
+def test_algo_selectors_load_marwkv_versions_and_the_hybrid():
+    for selector, name, version, run in (
+        ("marwkv", "marwkv", 4, "marwkv-smax-3m"),
+        ("marwkv_v5", "marwkv", 5, "marwkv_v5-smax-3m"),
+        ("marwkv_v6", "marwkv", 6, "marwkv_v6-smax-3m"),
+        ("mat_rwkv", "mat_rwkv", 4, "mat_rwkv-smax-3m"),
+    ):
+        cfg = load_config(overrides=[f"algo={selector}"])
+        assert (cfg.algo.name, cfg.algo.rwkv_version, cfg.algo.lr, cfg.run_name) == (name, version, 1e-3, run)
+        net = cfg.algo.network_config()
+        assert (net.version, net.hybrid, net.n_embd) == (version, name == "mat_rwkv", 64)
+
+
 def test_experiments_by_name_and_by_path():
     by_name = load_config("smax_2s3z")
     assert (by_name.env.map, by_name.train.total_steps) == ("2s3z", 3_000_000)
@@ -89,8 +102,13 @@ def test_includes_resolve_from_configs_then_beside_the_file_and_own_keys_win(tmp
 def test_loss_and_network_configs_carry_the_algo_settings():
     algo = load_config(overrides=["algo.clip=0.2", "algo.n_embd=32", "algo.n_head=2"]).algo
     loss, net = algo.loss_config(), algo.network_config()
+    # Implementation knobs of the network that are not hyperparameters stay at their defaults.
+    not_in_algo = {"eval_chunk_tokens"}
     for sub in (loss, net):
         for f in dataclasses.fields(sub):
+            if f.name in not_in_algo:
+                assert getattr(sub, f.name) == f.default, f.name
+                continue
             assert getattr(sub, f.name) == getattr(algo, f.name), f.name
     assert (loss.clip, net.n_embd, net.n_head) == (0.2, 32, 2)
 
@@ -154,8 +172,9 @@ def test_per_map_files_load_and_validate(smax_map):
         (["algo.num_mini_batch=7"], "32 * 100 = 3200 is not divisible by algo.num_mini_batch = 7"),
         (["algo.n_head=3"], "algo.n_embd (64) must be divisible by algo.n_head (3)"),
         (["train.total_steps=1000"], "train.total_steps (1000) is less than one update"),
-        (["algo=marwkv"], "unknown algorithm 'marwkv' (algo=marwkv); known: mat, mat_dec"),
-        (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec"),
+        (["algo=mappo"], "unknown algorithm 'mappo' (algo=mappo); known: marwkv, marwkv_v5, marwkv_v6, mat, mat_dec"),
+        (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec, marwkv, mat_rwkv"),
+        (["algo=marwkv", "algo.rwkv_version=7"], "algo.rwkv_version must be 4, 5 or 6, got 7"),
         (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
         (["env.name=mujoco"], "unknown environment 'mujoco' (env.name); known: smax"),
         (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),

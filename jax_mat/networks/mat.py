@@ -21,6 +21,15 @@ Decoding comes in two forms with the same answer: ``decode`` runs the whole
 advances one agent with a key/value cache, so autoregressive generation for
 ``N`` agents costs ``N`` single-position steps instead of ``N`` full passes.
 
+Written for speed on XLA's CPU backend (same numbers; measured in
+``docs/benchmarks.md``): LayerNorm has a hand-written backward pass; the
+observation LayerNorm's affine map is folded into the next layer's kernel;
+a token's embedding is gathered from the GELU-and-LayerNorm'd table; attention
+runs on ``[B * H, N, E]`` operands and the KV cache is stored that way, grown
+32 positions at a time while decoding; on a CPU ``evaluate`` works through the
+batch in chunks of about 2048 agent-tokens, recomputing each chunk's
+activations in the backward pass (``policy.in_batch_chunks``).
+
 Shapes: ``B`` batch, ``N`` agents, ``O`` observation size, ``A`` actions (or
 action dimensions), ``D`` embedding width, ``H`` heads, ``E = D // H``.
 """
@@ -36,13 +45,14 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import heads
 from jax_mat.networks import policy as policy_lib
 from jax_mat.networks.policy import Params
 
 RELU_GAIN = math.sqrt(2.0)
 HEAD_GAIN = 0.01
 LN_EPS = 1e-5
+EVAL_CHUNK_TOKENS_CPU = 2048  # MATConfig.eval_chunk_tokens=None on a CPU; see MATPolicy.evaluate
+DECODE_SEGMENT = 32  # act grows the KV caches this many positions at a time
 
 
 def orthogonal(gain: float, n_fused: int = 1):
@@ -59,22 +69,106 @@ def orthogonal(gain: float, n_fused: int = 1):
     return init
 
 
-def dense(features: int, gain: float, n_fused: int = 1, use_bias: bool = True, name: str | None = None):
-    return nn.Dense(
-        features,
-        use_bias=use_bias,
-        kernel_init=orthogonal(gain, n_fused),
-        bias_init=nn.initializers.zeros,
-        name=name,
-    )
+class Dense(nn.Module):
+    """``nn.Dense`` with the same parameters (``kernel`` ``[in, out]``, ``bias`` ``[out]``).
+
+    ``in_affine=(scale, shift)`` applies the layer to ``x * scale + shift`` by
+    folding the affine map into the kernel and bias
+    (``x @ (scale[:, None] * W) + (shift @ W + b)``): for a LayerNorm right
+    before the layer on inputs that need no gradient (the observations), the
+    backward pass then skips the ``[..., in]``-sized gradient of the
+    normalised input.
+    """
+
+    features: int
+    gain: float
+    n_fused: int = 1
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, in_affine: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        kernel = self.param("kernel", orthogonal(self.gain, self.n_fused), (x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        if in_affine is not None:
+            scale, shift = in_affine
+            shifted_bias = shift @ kernel
+            bias = shifted_bias if bias is None else bias + shifted_bias
+            kernel = scale[:, None] * kernel
+        return _linear(x, kernel, bias)
 
 
-def layer_norm(name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LN_EPS, name=name)
+def _linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``x @ kernel + bias`` with the leading axes flattened into one (a plain 2-D matmul)."""
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def dense(features: int, gain: float, n_fused: int = 1, use_bias: bool = True, name: str | None = None) -> Dense:
+    return Dense(features, gain, n_fused, use_bias, name=name)
+
+
+def standardize(x: jax.Array) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps)`` over the last axis (two-pass variance, as torch)."""
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    return centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LN_EPS)
+
+
+@jax.custom_vjp
+def layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """LayerNorm over the last axis with a hand-written backward pass.
+
+    Autodiff of the forward pass keeps several ``x``-sized intermediates and
+    materialises broadcasts of the per-row statistics; the backward here saves
+    only the normalised input and the per-row inverse deviation and computes
+    ``dx = inv * (g' - mean(g') - xhat * mean(g' * xhat))`` with ``g' = g * scale``.
+    """
+    return _layer_norm_fwd(x, scale, bias)[0]
+
+
+def _layer_norm_fwd(x, scale, bias):
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    inv = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LN_EPS)
+    xhat = centred * inv
+    return xhat * scale + bias, (xhat, inv, scale)
+
+
+def _layer_norm_bwd(res, g):
+    xhat, inv, scale = res
+    gs = g * scale
+    dx = inv * (gs - jnp.mean(gs, axis=-1, keepdims=True) - xhat * jnp.mean(gs * xhat, axis=-1, keepdims=True))
+    axes = tuple(range(g.ndim - 1))
+    return dx, jnp.sum(g * xhat, axis=axes), jnp.sum(g, axis=axes)
+
+
+layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+    """``nn.LayerNorm(epsilon=1e-5)`` with the same parameters (``scale``, ``bias``), on ``layer_norm_fn``.
+
+    ``affine=False`` returns the standardised input and ``(scale, bias)``
+    instead, for ``Dense(..., in_affine=...)``.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, affine: bool = True):
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,))
+        bias = self.param("bias", nn.initializers.zeros, (d,))
+        if not affine:
+            return standardize(x), (scale, bias)
+        return layer_norm_fn(x, scale, bias)
+
+
+def layer_norm(name: str | None = None) -> LayerNorm:
+    return LayerNorm(name=name)
 
 
 def gelu(x: jax.Array) -> jax.Array:
-    return nn.gelu(x, approximate=False)
+    """Exact GELU as torch computes it, ``x / 2 * (1 + erf(x / sqrt(2)))`` (cheaper than flax's erfc form)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def split_heads(x: jax.Array, n_head: int) -> jax.Array:
@@ -86,18 +180,46 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) 
     """Scaled dot-product attention.
 
     Args:
-      q: ``[B, L, H, E]``; k, v: ``[B, M, H, E]``; mask: broadcastable to
-        ``[B, H, L, M]``, true where attention is allowed.
+      q: ``[B, L, H, E]``; k, v: ``[B, M, H, E]``; mask: ``[L, M]``, true
+        where attention is allowed.
     Returns:
       ``[B, L, H * E]``.
+
+    Batch and heads are folded into one leading axis (``[B * H, L, E]``, a
+    no-op for one head) so both products are plain batched matmuls; XLA's
+    CPU backend runs the four-index einsum with transposes around it.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = jnp.einsum("blhe,bmhe->bhlm", q, k) * scale
+    b, l, h, e = q.shape
+    fold = lambda t: jnp.swapaxes(t, 1, 2).reshape(b * h, t.shape[1], e)
+    scores = jnp.einsum("ble,bme->blm", fold(q) * (1.0 / math.sqrt(e)), fold(k))
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum("bhlm,bmhe->blhe", weights, v)
-    return out.reshape(*out.shape[:2], -1)
+    out = jnp.einsum("blm,bme->ble", jax.nn.softmax(scores, axis=-1), fold(v))
+    return jnp.swapaxes(out.reshape(b, h, l, e), 1, 2).reshape(b, l, h * e)
+
+
+def cache_write(cache: jax.Array, x: jax.Array, i: jax.Array) -> jax.Array:
+    """Position ``i`` of a key or value cache ``[B * H, N, E]`` := ``x`` ``[B, H, E]``."""
+    return jax.lax.dynamic_update_index_in_dim(cache, x.reshape(cache.shape[0], cache.shape[2]), i, axis=1)
+
+
+def cache_attention(q: jax.Array, keys: jax.Array, values: jax.Array, visible: jax.Array) -> jax.Array:
+    """One query position against a key/value cache.
+
+    Args:
+      q: ``[B, H, E]``; keys, values: ``[B * H, N, E]``; visible: ``[N]`` bool.
+    Returns:
+      ``[B, H * E]``.
+
+    The cache layout is what the two batched mat-vec products read in place;
+    with ``[B, N, H, E]`` XLA's CPU backend copies the whole cache into a
+    transposed layout on every decoding step.
+    """
+    b, _, e = q.shape
+    q = q.reshape(keys.shape[0], e) * (1.0 / math.sqrt(e))
+    scores = jnp.where(visible, jnp.einsum("be,bne->bn", q, keys), -jnp.inf)
+    out = jnp.einsum("bn,bne->be", jax.nn.softmax(scores, axis=-1), values)
+    return out.reshape(b, -1)
 
 
 def causal_mask(n: int) -> jax.Array:
@@ -209,24 +331,19 @@ class DecodeBlock(nn.Module):
         Returns:
           ``[B, D]`` output and the cache with position ``i`` written.
         """
-        n = cache.k1.shape[1]
-        visible = (jnp.arange(n) <= i)[None, None, None, :]
+        visible = jnp.arange(cache.k1.shape[1]) <= i
         q, k, v = self.attn1.project(x)
-        k1 = jax.lax.dynamic_update_index_in_dim(cache.k1, k, i, axis=1)
-        v1 = jax.lax.dynamic_update_index_in_dim(cache.v1, v, i, axis=1)
-        y = attention(q[:, None], k1, v1, visible)[:, 0]
-        x = self.ln1(x + self.attn1.proj(y))
+        k1, v1 = cache_write(cache.k1, k, i), cache_write(cache.v1, v, i)
+        x = self.ln1(x + self.attn1.proj(cache_attention(q, k1, v1, visible)))
         k, v = self.attn2.project_kv(x)
-        k2 = jax.lax.dynamic_update_index_in_dim(cache.k2, k, i, axis=1)
-        v2 = jax.lax.dynamic_update_index_in_dim(cache.v2, v, i, axis=1)
-        y = attention(rep_q[:, None], k2, v2, visible)[:, 0]
-        x = self.ln2(rep + self.attn2.proj(y))
+        k2, v2 = cache_write(cache.k2, k, i), cache_write(cache.v2, v, i)
+        x = self.ln2(rep + self.attn2.proj(cache_attention(rep_q, k2, v2, visible)))
         x = self.ln3(x + self.mlp(x))
         return x, BlockCache(k1, v1, k2, v2)
 
 
 class BlockCache(NamedTuple):
-    """Keys and values of one decoder block, each ``[B, N, H, E]``."""
+    """Keys and values of one decoder block, each ``[B * H, N, E]`` (row ``b * H + h``)."""
 
     k1: jax.Array
     v1: jax.Array
@@ -252,7 +369,8 @@ class Encoder(nn.Module):
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``obs``: ``[B, N, O]`` -> values ``[B, N]``, representation ``[B, N, D]``."""
-        x = self.ln(gelu(self.obs_dense(self.obs_ln(obs))))
+        xhat, affine = self.obs_ln(obs, affine=False)
+        x = self.ln(gelu(self.obs_dense(xhat, in_affine=affine)))
         for block in self.blocks:
             x = block(x)
         values = self.head_out(self.head_ln(gelu(self.head_fc(x))))
@@ -284,17 +402,24 @@ class Decoder(nn.Module):
         self.head_ln = layer_norm()
         self.head_out = dense(self.action_dim, HEAD_GAIN)
 
-    def embed(self, shifted: jax.Array) -> jax.Array:
+    def token_table(self) -> jax.Array:
+        """Discrete actions: every token's embedding after GELU and ``ln``, ``[A + 1, D]``.
+
+        GELU and LayerNorm act row by row, so embedding a token is a gather
+        from this table.
+        """
+        return self.ln(gelu(self.action_embed))
+
+    def embed(self, shifted: jax.Array, table: jax.Array | None = None) -> jax.Array:
         """Embed the shifted action stream.
 
         ``shifted``: ``[...]`` int32 tokens (discrete) or ``[..., A]`` previous
         actions (continuous); returns ``[..., D]`` after the decoder's ``ln``.
+        ``table``: ``token_table()`` when the caller has it already.
         """
         if self.discrete:
-            emb = jnp.take(self.action_embed, shifted, axis=0)
-        else:
-            emb = self.action_dense(shifted)
-        return self.ln(gelu(emb))
+            return jnp.take(self.token_table() if table is None else table, shifted, axis=0)
+        return self.ln(gelu(self.action_dense(shifted)))
 
     def head(self, x: jax.Array) -> jax.Array:
         return self.head_out(self.head_ln(gelu(self.head_fc(x))))
@@ -310,9 +435,10 @@ class Decoder(nn.Module):
         """Each block's cross-attention queries, ``[B, N, H, E]``: they depend on ``rep`` alone."""
         return [block.attn2.project_query(rep) for block in self.blocks]
 
-    def step(self, shifted: jax.Array, rep_q: list[jax.Array], rep: jax.Array, caches: list[BlockCache], i):
+    def step(self, shifted: jax.Array, rep_q: list[jax.Array], rep: jax.Array, caches: list[BlockCache], i,
+             table: jax.Array | None = None):
         """One position: ``shifted`` ``[B]`` or ``[B, A]``, ``rep`` ``[B, D]`` -> ``[B, A]``."""
-        x = self.embed(shifted)
+        x = self.embed(shifted, table)
         new_caches = []
         for block, q, cache in zip(self.blocks, rep_q, caches):
             x, cache = block.step(x, q, rep, cache, i)
@@ -395,17 +521,21 @@ class MultiAgentTransformer(nn.Module):
     def std_param(self) -> jax.Array:
         return self.log_std
 
-    def init_decode(self, rep: jax.Array) -> tuple[list[jax.Array], list[BlockCache]]:
-        """Cross-attention queries and empty caches for ``decode_step``."""
+    def init_decode(self, rep: jax.Array, length: int | None = None) -> tuple[list[jax.Array], list[BlockCache]]:
+        """Cross-attention queries and empty caches (for ``length`` positions, default all) for ``decode_step``."""
         queries = self.decoder.cross_queries(rep)
         b, n, _ = rep.shape
+        n = n if length is None else length
         e = self.n_embd // self.n_head
-        zeros = jnp.zeros((b, n, self.n_head, e), rep.dtype)
+        zeros = jnp.zeros((b * self.n_head, n, e), rep.dtype)
         caches = [BlockCache(zeros, zeros, zeros, zeros) for _ in range(self.n_block)]
         return queries, caches
 
-    def decode_step(self, shifted, rep_q, rep, caches, i):
-        return self.decoder.step(shifted, rep_q, rep, caches, i)
+    def decode_step(self, shifted, rep_q, rep, caches, i, table=None):
+        return self.decoder.step(shifted, rep_q, rep, caches, i, table)
+
+    def token_table(self) -> jax.Array:
+        return self.decoder.token_table()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,8 +547,13 @@ class MATConfig:
     n_head: int = 1
     dec_actor: bool = False
     share_actor: bool = False
+    # ``evaluate`` works through the batch in chunks of about this many agent-tokens
+    # (``policy.in_batch_chunks``); 0 = never; None = 2048 on a CPU, off elsewhere.
+    eval_chunk_tokens: int | None = None
 
     def __post_init__(self):
+        if self.eval_chunk_tokens is not None and self.eval_chunk_tokens < 0:
+            raise ValueError(f"MAT eval_chunk_tokens must be >= 0 or None, got {self.eval_chunk_tokens}")
         for name in ("n_block", "n_embd", "n_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MAT {name} must be >= 1, got {getattr(self, name)}")
@@ -426,8 +561,12 @@ class MATConfig:
             raise ValueError(f"MAT n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
 
-class MATPolicy:
-    """MAT (or MAT-Dec with ``dec_actor=True``) behind the ``Policy`` protocol."""
+class MATPolicy(policy_lib.EncoderDecoderPolicy):
+    """MAT (or MAT-Dec with ``dec_actor=True``) behind the ``Policy`` protocol.
+
+    ``init``, ``value`` and ``evaluate`` come from ``EncoderDecoderPolicy``;
+    ``act`` decodes with the KV cache.
+    """
 
     def __init__(self, spec: EnvSpec, config: MATConfig = MATConfig()):
         self.spec = spec
@@ -443,64 +582,52 @@ class MATPolicy:
             share_actor=config.share_actor,
         )
 
-    def init(self, key: jax.Array) -> Params:
-        obs = jnp.zeros((1, self.spec.n_agents, self.spec.obs_dim), jnp.float32)
-        shifted = policy_lib.start_tokens(self.spec, 1)[:, None]
-        shifted = jnp.repeat(shifted, self.spec.n_agents, axis=1)
-        return self.model.init(key, obs, shifted)
-
-    def value(self, params, obs):
-        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone)."""
-        return self.model.apply(params, obs, method="encode")[0]
-
-    def _dist(self, params, out, avail):
-        if self.spec.discrete:
-            return heads.categorical(out, avail)
-        return heads.gaussian(out, params["params"]["log_std"])
+    def eval_chunk_rows(self) -> int | None:
+        """Batch rows per ``evaluate`` chunk, or ``None`` for the whole batch at once."""
+        tokens = self.config.eval_chunk_tokens
+        if tokens is None:
+            tokens = EVAL_CHUNK_TOKENS_CPU if jax.default_backend() == "cpu" else 0
+        return max(1, tokens // self.spec.n_agents) if tokens else None
 
     def evaluate(self, params, obs, actions, avail):
         batch = obs.shape[0]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_actions(self.spec, actions, batch)
         policy_lib.check_avail(self.spec, avail, batch)
-        values, rep = self.model.apply(params, obs, method="encode")
-        shifted = policy_lib.shift_actions(self.spec, actions)
-        out = self.model.apply(params, shifted, rep, obs, method="decode")
-        dist = self._dist(params, out, avail)
-        logp, entropy = dist.log_prob(actions), dist.entropy()
-        if self.spec.discrete:
-            logp, entropy = logp[..., None], entropy[..., None]
-        return logp, entropy, values
-
-    def _choose(self, params, out, avail, key, deterministic):
-        """Action and its per-dimension log-prob from one decoder output."""
-        dist = self._dist(params, out, avail)
-        action = dist.mode() if deterministic else dist.sample(seed=key)
-        logp = dist.log_prob(action)
-        return action, (logp[..., None] if self.spec.discrete else logp)
+        rows = self.eval_chunk_rows()
+        whole = super().evaluate
+        if rows is None:
+            return whole(params, obs, actions, avail)
+        return policy_lib.in_batch_chunks(lambda o, a, m: whole(params, o, a, m), (obs, actions, avail), rows)
 
     def act(self, params, obs, avail, key, deterministic=False):
-        batch, n = obs.shape[0], self.spec.n_agents
+        batch = obs.shape[0]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)
         values, rep = self.model.apply(params, obs, method="encode")
         if self.config.dec_actor:
             out = self.model.apply(params, None, rep, obs, method="decode")
-            actions, logp = self._choose(params, out, avail, key, deterministic)
+            noise = self._noise(key, out.shape[:-1], deterministic)
+            actions, logp = self._choose(params, out, avail, noise, deterministic)
             return actions, logp, values
 
-        queries, caches = self.model.apply(params, rep, method="init_decode")
-        per_agent = lambda x: jnp.swapaxes(x, 0, 1)  # [B, N, ...] -> [N, B, ...]
-        avail_n = per_agent(avail) if self.spec.discrete else jnp.zeros((n, batch, 0))
-        xs = (jnp.arange(n), jax.random.split(key, n), per_agent(rep), [per_agent(q) for q in queries], avail_n)
+        # Attention over a cache costs its length: decode in segments of DECODE_SEGMENT
+        # agents, padding the caches to each segment's end, instead of over all N from the start.
+        n = self.spec.n_agents
+        segments = tuple(range(DECODE_SEGMENT, n, DECODE_SEGMENT))
+        queries, caches = self.model.apply(params, rep, segments[0] if segments else n, method="init_decode")
 
-        def step(carry, x):
-            prev, caches = carry
-            i, k, rep_i, q_i, avail_i = x
-            out, caches = self.model.apply(params, prev, q_i, rep_i, caches, i, method="decode_step")
-            action, logp = self._choose(params, out, avail_i if self.spec.discrete else None, k, deterministic)
-            return (policy_lib.next_token(self.spec, action), caches), (action, logp)
+        # Loop-invariant work stays outside the scan: the token table and the cross-attention queries.
+        table = self.model.apply(params, method="token_table") if self.spec.discrete else None
 
-        init = (policy_lib.start_tokens(self.spec, batch), caches)
-        _, (actions, logp) = jax.lax.scan(step, init, xs)
-        return per_agent(actions), per_agent(logp), values
+        def decode_step(prev, i, inputs, caches):
+            rep_i, q_i = inputs
+            return self.model.apply(params, prev, q_i, rep_i, caches, i, table, method="decode_step")
+
+        def grow(caches, length):
+            pad = lambda c: jnp.pad(c, ((0, 0), (0, length - c.shape[1]), (0, 0)))
+            return jax.tree.map(pad, caches)
+
+        actions, logp = self.autoregress(params, (rep, queries), caches, decode_step, avail, key, deterministic,
+                                         segments, grow)
+        return actions, logp, values

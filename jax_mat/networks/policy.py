@@ -21,13 +21,14 @@ ratio per action dimension); ``values`` ``[B, N]``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jax_mat.envs.base import EnvSpec
+from jax_mat.networks import heads
 
 Params = Any
 
@@ -127,3 +128,142 @@ def start_tokens(spec: EnvSpec, batch: int) -> jax.Array:
 def next_token(spec: EnvSpec, action: jax.Array) -> jax.Array:
     """The next agent's decoder input from this agent's action."""
     return action + 1 if spec.discrete else action
+
+
+def in_batch_chunks(fn: Callable, args: Any, chunk: int, remat: bool = True) -> Any:
+    """``fn(*args)`` for arrays with a leading batch axis, computed ``chunk`` rows at a time.
+
+    The rows are split into equal chunks of at most ``chunk`` rows: the largest
+    divisor of ``batch`` if that is at least ``chunk / 2``, else
+    ``ceil(batch / k)`` rows with the last row repeated as padding (dropped
+    from the result). They are mapped with ``lax.map``; with ``remat`` each chunk's
+    activations are recomputed in the backward pass instead of stored. Every
+    row's result is the same as in one call, but the working set is one chunk:
+    on a CPU that keeps the activations in cache and the program's scratch
+    memory small, which is faster than the whole batch at once even with the
+    recomputation. ``None`` leaves in ``args`` pass through.
+    """
+    leaves = jax.tree.leaves(args)
+    batch = leaves[0].shape[0]
+    if chunk >= batch:
+        return fn(*args)
+    divisor = max(d for d in range(1, chunk + 1) if batch % d == 0)
+    if 2 * divisor >= chunk:
+        chunk = divisor
+    n_chunks = -(-batch // chunk)
+    chunk = -(-batch // n_chunks)
+    pad = n_chunks * chunk - batch
+
+    def split(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
+        return x.reshape(n_chunks, chunk, *x.shape[1:])
+
+    body = lambda chunk_args: fn(*chunk_args)
+    out = jax.lax.map(jax.checkpoint(body) if remat else body, jax.tree.map(split, args))
+    return jax.tree.map(lambda y: y.reshape(n_chunks * chunk, *y.shape[2:])[:batch], out)
+
+
+class EncoderDecoderPolicy:
+    """What MAT and MARWKV share behind the ``Policy`` protocol.
+
+    ``model`` is a Flax module with ``__call__(obs, shifted)`` (initialisation),
+    ``encode(obs) -> (values [B, N], rep [B, N, D])`` and
+    ``decode(shifted, rep, obs) -> [B, N, A]`` (teacher-forced logits or means),
+    and a ``log_std`` ``[A]`` parameter for continuous actions. Subclasses
+    implement ``act``, usually with ``autoregress``.
+    """
+
+    spec: EnvSpec
+    model: Any
+
+    def init(self, key: jax.Array) -> Params:
+        obs = jnp.zeros((1, self.spec.n_agents, self.spec.obs_dim), jnp.float32)
+        shifted = jnp.repeat(start_tokens(self.spec, 1)[:, None], self.spec.n_agents, axis=1)
+        return self.model.init(key, obs, shifted)
+
+    def value(self, params, obs):
+        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone)."""
+        return self.model.apply(params, obs, method="encode")[0]
+
+    def _dist(self, params, out, avail):
+        if self.spec.discrete:
+            return heads.categorical(out, avail)
+        return heads.gaussian(out, params["params"]["log_std"])
+
+    def evaluate(self, params, obs, actions, avail):
+        batch = obs.shape[0]
+        check_obs(self.spec, obs)
+        check_actions(self.spec, actions, batch)
+        check_avail(self.spec, avail, batch)
+        values, rep = self.model.apply(params, obs, method="encode")
+        out = self.model.apply(params, shift_actions(self.spec, actions), rep, obs, method="decode")
+        dist = self._dist(params, out, avail)
+        logp, entropy = dist.log_prob(actions), dist.entropy()
+        if self.spec.discrete:
+            logp, entropy = logp[..., None], entropy[..., None]
+        return logp, entropy, values
+
+    def _noise(self, key: jax.Array, shape: tuple[int, ...], deterministic: bool) -> jax.Array:
+        """Sampling noise ``shape + [A]`` for ``_choose`` (an empty trailing axis when deterministic)."""
+        if deterministic:
+            return jnp.zeros((*shape, 0))
+        return heads.sampling_noise(self.spec.discrete, key, (*shape, self.spec.action_dim))
+
+    def _choose(self, params, out, avail, noise, deterministic):
+        """Action and its per-dimension log-prob from one decoder output and its ``_noise``."""
+        dist = self._dist(params, out, avail)
+        action = dist.mode() if deterministic else dist.sample_with(noise)
+        logp = dist.log_prob(action)
+        return action, (logp[..., None] if self.spec.discrete else logp)
+
+    def autoregress(
+        self,
+        params: Params,
+        per_agent: Any,
+        state: Any,
+        decode_step: Callable,
+        avail: jax.Array | None,
+        key: jax.Array,
+        deterministic: bool,
+        segments: tuple[int, ...] = (),
+        grow: Callable | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Choose agents' actions in order, one ``lax.scan`` step per agent.
+
+        Args:
+          per_agent: a pytree of ``[B, N, ...]`` arrays; step ``i`` gets their
+            ``[:, i]`` slices.
+          state: the decoder's carried state (KV caches, recurrent state).
+          decode_step: ``(prev_token, i, per_agent_i, state) -> (out [B, A], state)``
+            with ``prev_token`` agent ``i - 1``'s action as decoder input.
+          segments: increasing positions ``0 < s_1 < ... < N`` at which to end
+            one scan and start the next, after ``state = grow(state, end)``
+            with ``end`` the next segment's end. A decoder whose step costs
+            grow with the state's size (a KV cache) keeps the state as short
+            as the positions reached so far.
+        Returns:
+          actions ``[B, N]`` (or ``[B, N, A]``) and their log-probs ``[B, N, K]``.
+        """
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # [B, N, ...] <-> [N, B, ...]
+        per_agent = jax.tree.map(swap, per_agent)
+        n, batch = jax.tree.leaves(per_agent)[0].shape[:2]
+        avail_n = swap(avail) if self.spec.discrete else jnp.zeros((n, batch, 0))
+        xs = (jnp.arange(n), self._noise(key, (n, batch), deterministic), per_agent, avail_n)
+
+        def step(carry, x):
+            prev, state = carry
+            i, noise, inputs, avail_i = x
+            out, state = decode_step(prev, i, inputs, state)
+            action, logp = self._choose(params, out, avail_i if self.spec.discrete else None, noise, deterministic)
+            return (next_token(self.spec, action), state), (action, logp)
+
+        bounds = (0, *segments, n)
+        carry, outs = (start_tokens(self.spec, batch), state), []
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            if start:
+                carry = (carry[0], grow(carry[1], stop))
+            carry, out = jax.lax.scan(step, carry, jax.tree.map(lambda x: x[start:stop], xs))
+            outs.append(out)
+        actions, logp = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
+        return swap(actions), swap(logp)

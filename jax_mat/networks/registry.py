@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from jax_mat.envs.base import EnvSpec
+from jax_mat.networks.marwkv import MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.networks.policy import Policy
 
@@ -18,7 +19,17 @@ def _mat_dec(spec: EnvSpec, algo: Any) -> Policy:
     return MATPolicy(spec, MATConfig(config.n_block, config.n_embd, config.n_head, True, config.share_actor))
 
 
-_BUILDERS: dict[str, Callable[[EnvSpec, Any], Policy]] = {"mat": _mat, "mat_dec": _mat_dec}
+def _marwkv(spec: EnvSpec, algo: Any) -> Policy:
+    """MARWKV (``marwkv``) or MAT's encoder with an RWKV decoder (``mat_rwkv``), RWKV-``algo.rwkv_version``."""
+    return MARWKVPolicy(spec, algo.network_config())
+
+
+_BUILDERS: dict[str, Callable[[EnvSpec, Any], Policy]] = {
+    "mat": _mat,
+    "mat_dec": _mat_dec,
+    "marwkv": _marwkv,
+    "mat_rwkv": _marwkv,
+}
 
 
 def known_algos() -> tuple[str, ...]:

@@ -1,0 +1,206 @@
+"""MARWKV: the Multi-Agent Transformer with RWKV blocks (j-thapa/MAT-MARWKV), in Flax linen.
+
+Same encoder-decoder shape as MAT (``mat.py``), with the attention blocks
+replaced by RWKV blocks (``rwkv.py``) running along the agent axis:
+
+* Encoder: ``obs_encoder`` ``LayerNorm -> Linear -> GELU``, ``ln``, the RWKV
+  stack (v4 ends with ``ln_f``) -> ``rep``; value head ``Linear -> GELU ->
+  LayerNorm -> Linear`` on ``rep``.
+* Decoder: the shifted actions (discrete: a bias-free ``Linear(A + 1, D)`` on
+  one-hots, stored as an embedding table as in ``mat.py``; continuous: a
+  ``Linear`` with bias) -> GELU, plus ``rep``; v6 then applies the decoder's
+  ``ln``; the RWKV stack; the action head.
+* ``hybrid=True`` (algorithm ``mat_rwkv``): MAT's attention encoder
+  (``mat.Encoder``) with the RWKV decoder.
+
+Upstream decodes by re-running the decoder on the whole shifted sequence for
+every agent. Here ``decode_step`` advances one agent with each block's O(1)
+recurrent state (previous inputs of the token shifts and the WKV state), so
+choosing ``N`` agents' actions costs ``N`` single-position steps; the RWKV
+recurrence is exact, so this equals the teacher-forced ``decode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jax_mat.envs.base import EnvSpec
+from jax_mat.networks import mat, rwkv
+from jax_mat.networks import policy as policy_lib
+from jax_mat.ops import wkv as wkv_ops
+
+
+@dataclasses.dataclass(frozen=True)
+class MARWKVConfig:
+    """Network options (upstream's SMAC settings: v4, 1 block, 64 wide).
+
+    ``n_head`` splits v5/v6's WKV into heads of size ``n_embd / n_head``
+    (upstream hard-codes one head of 64) and sets the attention heads of the
+    hybrid's MAT encoder; v4's WKV is per channel and ignores it.
+    """
+
+    version: int = 4
+    n_block: int = 1
+    n_embd: int = 64
+    n_head: int = 1
+    hybrid: bool = False  # MAT's attention encoder + RWKV decoder (algorithm mat_rwkv)
+    wkv_impl: str = "auto"  # "scan" | "pallas" | "auto" (see jax_mat.ops.wkv)
+
+    def __post_init__(self):
+        if self.version not in rwkv.VERSIONS:
+            raise ValueError(f"unknown RWKV version {self.version!r}; allowed: 4, 5, 6")
+        for name in ("n_block", "n_embd", "n_head"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MARWKV {name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"MARWKV n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"the head size is n_embd / n_head"
+            )
+        if rwkv.ffn_dim(self.version, self.n_embd) < 1:
+            raise ValueError(
+                f"MARWKV v6 needs n_embd >= 10 (its channel-mix width int(3.5 * n_embd) // 32 * 32 "
+                f"is 0 for n_embd={self.n_embd})"
+            )
+        if self.wkv_impl not in wkv_ops.IMPLS:
+            raise ValueError(f"unknown WKV impl {self.wkv_impl!r}; allowed: {', '.join(map(repr, wkv_ops.IMPLS))}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def stack(self, name: str | None = None) -> rwkv.RWKVStack:
+        return rwkv.RWKVStack(self.version, self.n_block, self.n_embd, self.n_head, self.wkv_impl, name=name)
+
+
+class Encoder(nn.Module):
+    """Observation encoder with an RWKV stack over agents, and the per-agent value head."""
+
+    config: MARWKVConfig
+
+    def setup(self):
+        d = self.config.n_embd
+        self.obs_ln = mat.layer_norm()
+        self.obs_dense = mat.dense(d, mat.RELU_GAIN)
+        self.ln = mat.layer_norm()
+        self.rwkv = self.config.stack()
+        self.head_fc = mat.dense(d, mat.RELU_GAIN)
+        self.head_ln = mat.layer_norm()
+        self.head_out = mat.dense(1, mat.HEAD_GAIN)
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``obs``: ``[B, N, O]`` -> values ``[B, N]``, representation ``[B, N, D]``."""
+        x = self.rwkv(self.ln(mat.gelu(self.obs_dense(self.obs_ln(obs)))))
+        values = self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))
+        return values[..., 0], x
+
+
+class Decoder(nn.Module):
+    """RWKV action decoder over agents: teacher-forced (``__call__``) or one agent at a time (``step``)."""
+
+    action_dim: int
+    discrete: bool
+    config: MARWKVConfig
+
+    def setup(self):
+        d = self.config.n_embd
+        if self.discrete:
+            self.action_embed = self.param(
+                "action_embed",
+                lambda key, shape: mat.orthogonal(mat.RELU_GAIN)(key, shape[::-1]).T,
+                (self.action_dim + 1, d),
+            )
+        else:
+            self.action_dense = mat.dense(d, mat.RELU_GAIN)
+        if self.config.version == 6:
+            self.ln = mat.layer_norm()
+        self.rwkv = self.config.stack()
+        self.head_fc = mat.dense(d, mat.RELU_GAIN)
+        self.head_ln = mat.layer_norm()
+        self.head_out = mat.dense(self.action_dim, mat.HEAD_GAIN)
+
+    def _input(self, shifted: jax.Array, rep: jax.Array) -> jax.Array:
+        """``shifted``: ``[...]`` tokens or ``[..., A]`` previous actions; ``rep`` ``[..., D]``."""
+        if self.discrete:
+            emb = jnp.take(mat.gelu(self.action_embed), shifted, axis=0)  # GELU on the (A + 1)-row table
+        else:
+            emb = mat.gelu(self.action_dense(shifted))
+        x = emb + rep
+        return self.ln(x) if self.config.version == 6 else x
+
+    def head(self, x: jax.Array) -> jax.Array:
+        return self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))
+
+    def __call__(self, shifted: jax.Array, rep: jax.Array) -> jax.Array:
+        """``[B, N]`` tokens or ``[B, N, A]``, ``rep`` ``[B, N, D]`` -> ``[B, N, A]``."""
+        return self.head(self.rwkv(self._input(shifted, rep)))
+
+    def step(self, shifted: jax.Array, rep: jax.Array, states: list[rwkv.BlockState]):
+        """One agent: ``[B]`` or ``[B, A]``, ``rep`` ``[B, D]`` -> ``[B, A]`` and the next states."""
+        x, states = self.rwkv.step(self._input(shifted, rep), states)
+        return self.head(x), states
+
+
+class MultiAgentRWKV(nn.Module):
+    """Encoder (RWKV, or MAT's attention encoder when ``hybrid``) + RWKV decoder + Gaussian ``log_std``."""
+
+    action_dim: int
+    discrete: bool
+    config: MARWKVConfig
+
+    def setup(self):
+        c = self.config
+        self.encoder = mat.Encoder(c.n_block, c.n_embd, c.n_head) if c.hybrid else Encoder(c)
+        self.decoder = Decoder(self.action_dim, self.discrete, c)
+        if not self.discrete:
+            self.log_std = self.param("log_std", nn.initializers.ones, (self.action_dim,))
+
+    def __call__(self, obs: jax.Array, shifted: jax.Array):
+        """Initialisation entry point: touches every parameter."""
+        values, rep = self.encode(obs)
+        return values, self.decode(shifted, rep)
+
+    def encode(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encoder(obs)
+
+    def decode(self, shifted: jax.Array, rep: jax.Array, obs: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced logits (or means) ``[B, N, A]``; ``obs`` is unused (MAT's signature)."""
+        return self.decoder(shifted, rep)
+
+    def decode_step(self, shifted: jax.Array, rep: jax.Array, states: list[rwkv.BlockState]):
+        return self.decoder.step(shifted, rep, states)
+
+
+class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
+    """MARWKV (or the ``hybrid`` MAT-encoder variant) behind the ``Policy`` protocol.
+
+    ``init``, ``value`` and ``evaluate`` (one parallel pass) come from
+    ``EncoderDecoderPolicy``; ``act`` decodes recurrently, one agent per step.
+    """
+
+    def __init__(self, spec: EnvSpec, config: MARWKVConfig = MARWKVConfig()):
+        self.spec = spec
+        self.config = config
+        self.model = MultiAgentRWKV(action_dim=spec.action_dim, discrete=spec.discrete, config=config)
+
+    def initial_states(self, batch: int) -> list[rwkv.BlockState]:
+        """The decoder's recurrent state before agent 0."""
+        c = self.config
+        return rwkv.initial_states(c.version, c.n_block, batch, c.n_embd, c.n_head)
+
+    def act(self, params, obs, avail, key, deterministic=False):
+        batch = obs.shape[0]
+        policy_lib.check_obs(self.spec, obs)
+        policy_lib.check_avail(self.spec, avail, batch)
+        values, rep = self.model.apply(params, obs, method="encode")
+
+        def decode_step(prev, i, rep_i, states):
+            return self.model.apply(params, prev, rep_i, states, method="decode_step")
+
+        states = self.initial_states(batch)
+        actions, logp = self.autoregress(params, rep, states, decode_step, avail, key, deterministic)
+        return actions, logp, values

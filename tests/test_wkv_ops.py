@@ -1,0 +1,259 @@
+"""WKV operators: upstream kernel parity, float64 O(T^2) references, step == parallel, bf16, dispatch, errors."""
+
+import functools
+import pathlib
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_mat.ops import wkv
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "marwkv_reference"
+# LLVM -O0: halves XLA's CPU compile time, which dominates these tests.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _load(name):
+    path = FIXTURES / name
+    assert path.exists(), f"MARWKV fixtures not found under {FIXTURES} (CI keeps ../shared beside the clone)"
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _close(got, ref, rtol=1e-4):
+    """Elementwise within ``rtol`` of the value or of the largest reference magnitude (README: ~1e-4)."""
+    ref = np.asarray(ref, np.float64)
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+# --------------------------------------------------------------------------- #
+# Float64 references, written as the O(T^2) sums (not the recurrences)          #
+# --------------------------------------------------------------------------- #
+
+
+def naive_wkv4(time_decay, time_first, k, v):
+    """``y_t = sum_{s<=t} e^{L[t, s]} v_s / sum_{s<=t} e^{L[t, s]}`` with ``L[t, s] = (t-1-s) w + k_s``, ``u + k_t``."""
+    t = k.shape[1]
+    w = -jnp.exp(time_decay)
+    ts, ss = jnp.arange(t)[:, None], jnp.arange(t)[None, :]
+    logits = ((ts - 1 - ss)[..., None] * w + k[:, None, :, :])  # [B, t, s, C]
+    logits = jnp.where((ss == ts)[..., None], time_first + k[:, :, None, :], logits)
+    logits = jnp.where((ss > ts)[..., None], -jnp.inf, logits)
+    weights = jax.nn.softmax(logits, axis=2)
+    return jnp.einsum("btsc,bsc->btc", weights, v)
+
+
+def naive_wkv6(r, k, v, w, u):
+    """``y_t[i] = sum_j r_t[j] (u[j] k_t[j] v_t[i] + sum_{s<t} prod_{s<tau<t} d_tau[j] k_s[j] v_s[i])``."""
+    b, t, c = r.shape
+    h, n = u.shape
+    heads = lambda x: x.reshape(b, t, h, n)
+    r, k, v, log_decay = heads(r), heads(k), heads(v), heads(-jnp.exp(w))
+    cum = jnp.cumsum(log_decay, axis=1)  # sum_{tau<=t}
+    ts, ss = jnp.arange(t)[:, None], jnp.arange(t)[None, :]
+    # sum_{s<tau<t} log d_tau = cum[t-1] - cum[s] for s < t
+    prev = jnp.concatenate([jnp.zeros_like(cum[:, :1]), cum[:, :-1]], axis=1)
+    gap = prev[:, :, None] - cum[:, None, :]  # [B, t, s, H, N]
+    decay = jnp.where((ss < ts)[None, :, :, None, None], jnp.exp(jnp.minimum(gap, 0.0)), 0.0)
+    past = jnp.einsum("bthj,btshj,bshj,bshi->bthi", r, decay, k, v)
+    bonus = jnp.einsum("bthj,hj,bthj->bth", r, u, k)[..., None] * v
+    return (past + bonus).reshape(b, t, c)
+
+
+def naive_wkv5(r, k, v, time_decay, u):
+    return naive_wkv6(r, k, v, jnp.broadcast_to(time_decay.reshape(-1), r.shape), u)
+
+
+def _v4_inputs(seed, b, t, c, k_scale, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.uniform(-2.0, 2.0, (c,)).astype(dtype),
+        rng.normal(size=(c,)).astype(dtype),
+        rng.uniform(-k_scale, k_scale, (b, t, c)).astype(dtype),
+        rng.normal(size=(b, t, c)).astype(dtype),
+    )
+
+
+def _v6_inputs(seed, b, t, h, n, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    r, k, v = (rng.normal(size=(b, t, h * n)).astype(dtype) for _ in range(3))
+    w = rng.uniform(-6.0, 2.0, (b, t, h * n)).astype(dtype)
+    return r, k, v, w, rng.normal(size=(h, n)).astype(dtype)
+
+
+def _v5_inputs(seed, b, t, h, n, dtype=np.float32):
+    r, k, v, w, u = _v6_inputs(seed, b, t, h, n, dtype)
+    return r, k, v, w[0, 0].reshape(h, n), u
+
+
+def _value_and_grads(fn, g):
+    """jit of ``(fn(*a), grad of sum(fn(*a) * g) w.r.t. every argument)``."""
+
+    def run(*args):
+        loss = lambda *a: jnp.sum(fn(*a) * g)
+        return fn(*args), jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+
+    return jit(run)
+
+
+# --------------------------------------------------------------------------- #
+# Upstream kernel parity (float64 references of the CUDA kernels)              #
+# --------------------------------------------------------------------------- #
+
+
+def test_wkv4_matches_upstream_kernel_and_its_gradients():
+    d = _load("wkv4_op.npz")
+    y, grads = _value_and_grads(lambda *a: wkv.wkv4(*a, impl="scan"), d["g"])(d["w"], d["u"], d["k"], d["v"])
+    _close(y, d["out/y"])
+    for name, g in zip("wukv", grads):
+        _close(g, d[f"grad/{name}"])
+
+
+def test_wkv6_matches_upstream_kernel_and_its_gradients():
+    d = _load("wkv6_op.npz")
+    y, grads = _value_and_grads(lambda *a: wkv.wkv6(*a, impl="scan"), d["g"])(*(d[n] for n in "rkvwu"))
+    _close(y, d["out/y"])
+    for name, g in zip("rkvwu", grads):
+        _close(g, d[f"grad/{name}"])
+    np.testing.assert_array_equal(grads[3][:, [0, -1]], 0.0)  # w_0 and w_{T-1} never decay anything
+
+
+# --------------------------------------------------------------------------- #
+# Float64 O(T^2) references                                                     #
+# --------------------------------------------------------------------------- #
+
+CASES = {
+    "v4": (wkv.wkv4, naive_wkv4, lambda seed, t: _v4_inputs(seed, 2, t, 8, k_scale=30.0)),
+    "v5": (wkv.wkv5, naive_wkv5, lambda seed, t: _v5_inputs(seed, 2, t, 2, 4)),
+    "v6": (wkv.wkv6, naive_wkv6, lambda seed, t: _v6_inputs(seed, 2, t, 2, 4)),
+}
+
+
+@pytest.mark.parametrize("version", sorted(CASES))
+def test_matches_float64_quadratic_reference(version):
+    op, naive, make = CASES[version]
+    inputs = make(27, 27)
+    g = np.random.default_rng(99).normal(size=inputs[2].shape)
+    scan = lambda *a: op(*a, impl="scan")
+    with jax.enable_x64(True):
+        inputs64 = [np.asarray(x, np.float64) for x in inputs]
+        ref_y, ref_grads = _value_and_grads(naive, g)(*inputs64)
+        # The op itself in float64: the recurrence is exact, only rounding separates it from the sums.
+        y64 = jit(scan)(*inputs64)
+        assert y64.dtype == jnp.float64
+        np.testing.assert_allclose(y64, ref_y, rtol=1e-9, atol=1e-9 * float(jnp.abs(ref_y).max()))
+    y, grads = _value_and_grads(scan, g.astype(np.float32))(*inputs)
+    assert y.dtype == jnp.float32
+    _close(y, ref_y)
+    for got, ref in zip(grads, ref_grads):
+        _close(got, ref)
+
+
+def test_wkv4_survives_keys_far_beyond_exp_range():
+    """k = +-300 overflows exp() in float32; the running max keeps the result finite and exact."""
+    inputs = _v4_inputs(3, 2, 9, 4, k_scale=300.0)
+    y = jit(lambda *a: wkv.wkv4(*a, impl="scan"))(*inputs)
+    assert np.all(np.isfinite(y))
+    with jax.enable_x64(True):
+        ref = jit(naive_wkv4)(*(np.asarray(x, np.float64) for x in inputs))
+    _close(y, ref)
+
+
+# --------------------------------------------------------------------------- #
+# Step form == parallel form; bf16                                              #
+# --------------------------------------------------------------------------- #
+
+
+def _unrolled(step, init, per_step):
+    """Python loop of a jitted one-step function over axis 1 of ``per_step`` arrays."""
+    step, state, ys = jit(step), init, []
+    for i in range(per_step[0].shape[1]):
+        y, state = step(*(x[:, i] for x in per_step), state)
+        ys.append(y)
+    return np.stack(ys, 1), state
+
+
+def test_step_forms_equal_parallel_forms():
+    td, tf, k, v = _v4_inputs(4, 3, 6, 8, k_scale=30.0)
+    ys, _ = _unrolled(lambda k, v, s: wkv.wkv4_step(td, tf, k, v, s), wkv.wkv4_init_state(3, 8), (k, v))
+    np.testing.assert_allclose(ys, jit(wkv.wkv4_scan)(td, tf, k, v), rtol=1e-6, atol=1e-6)
+
+    r, k, v, w, u = _v6_inputs(5, 3, 6, 2, 4)
+    ys, state = _unrolled(lambda *a: wkv.wkv6_step(*a[:4], u, a[4]), wkv.wkv6_init_state(3, 2, 4), (r, k, v, w))
+    np.testing.assert_allclose(ys, jit(wkv.wkv6_scan)(r, k, v, w, u), rtol=1e-6, atol=1e-6)
+    assert state.shape == (3, 2, 4, 4)
+    static = w[0, 0].reshape(2, 4)
+    ys, _ = _unrolled(lambda *a: wkv.wkv5_step(*a[:3], static, u, a[3]), wkv.wkv5_init_state(3, 2, 4), (r, k, v))
+    np.testing.assert_allclose(ys, jit(wkv.wkv5_scan)(r, k, v, static, u), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("version", sorted(CASES))
+def test_bfloat16_inputs_accumulate_in_float32(version):
+    op, _, make = CASES[version]
+    inputs = make(6, 27)
+    if version == "v4":  # keep bf16 rounding of k (~2^-8 relative) from dominating the comparison
+        inputs = (*inputs[:2], inputs[2] / 10.0, inputs[3])
+    scan = jit(lambda *a: op(*a, impl="scan"))
+    y32 = scan(*inputs)
+    y16 = scan(*(jnp.asarray(x, jnp.bfloat16) for x in inputs))
+    assert y16.dtype == jnp.bfloat16
+    scale = float(jnp.abs(y32).max())
+    assert float(jnp.abs(y16.astype(jnp.float32) - y32).max()) < 0.05 * scale
+
+
+# --------------------------------------------------------------------------- #
+# Dispatch and errors                                                          #
+# --------------------------------------------------------------------------- #
+
+
+def test_pallas_dispatch_calls_the_kernels_with_their_signatures(monkeypatch):
+    calls = []
+    fake4 = types.SimpleNamespace(wkv4_pallas=lambda td, tf, k, v, interpret: calls.append(("wkv4", interpret)) or k)
+    fake6 = types.SimpleNamespace(
+        wkv6_pallas=lambda r, k, v, w, u, interpret: calls.append(("wkv6", w.shape)) or r,
+        wkv5_pallas=lambda r, k, v, time_decay, u, interpret: calls.append(("wkv5", time_decay.shape)) or r,
+    )
+    monkeypatch.setitem(sys.modules, "pallas_kernels.wkv4", fake4)
+    monkeypatch.setitem(sys.modules, "pallas_kernels.wkv6", fake6)
+    td, tf, k, v = _v4_inputs(7, 1, 3, 4, k_scale=1.0)
+    r, k6, v6, w, u = _v6_inputs(8, 1, 3, 1, 4)
+    assert wkv.wkv4(td, tf, k, v, impl="pallas", interpret=True) is k
+    assert wkv.wkv6(r, k6, v6, w, u, impl="pallas", interpret=True) is r
+    assert wkv.wkv5(r, k6, v6, w[0, 0].reshape(1, 4), u, impl="pallas", interpret=True) is r
+    assert calls == [("wkv4", True), ("wkv6", (1, 3, 4)), ("wkv5", (1, 4))]
+    if jax.default_backend() != "gpu":
+        wkv.wkv4(td, tf, k, v, impl="auto")  # the scan: no kernel call on a CPU
+        assert len(calls) == 3
+
+
+def test_errors_name_what_is_allowed(monkeypatch):
+    td, tf, k, v = _v4_inputs(9, 1, 3, 4, k_scale=1.0)
+    r, k6, v6, w, u = _v6_inputs(10, 1, 3, 2, 2)
+    with pytest.raises(ValueError, match="unknown WKV impl 'triton'; allowed: 'scan', 'pallas', 'auto'"):
+        wkv.wkv4(td, tf, k, v, impl="triton")
+    if jax.default_backend() != "gpu":
+        with pytest.raises(ValueError, match="needs a GPU.*interpret=True"):
+            wkv.wkv6(r, k6, v6, w, u, impl="pallas")
+    monkeypatch.setitem(sys.modules, "pallas_kernels.wkv4", None)  # the kernel module is not there
+    with pytest.raises(ImportError, match="pallas_kernels/wkv4.py"):
+        wkv.wkv4(td, tf, k, v, impl="pallas", interpret=True)
+    with pytest.raises(ValueError, match="k, v must have the same shape"):
+        wkv.wkv4(td, tf, k, v[:, :2])
+    with pytest.raises(ValueError, match=r"time_decay and time_first must be \[C\] = \(4,\)"):
+        wkv.wkv4(td[:3], tf, k, v)
+    with pytest.raises(ValueError, match="k, v must have the same dtype"):
+        wkv.wkv4(td, tf, k, v.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match="k must be a floating-point array"):
+        wkv.wkv4(td, tf, k.astype(np.int32), v.astype(np.int32))
+    with pytest.raises(ValueError, match=r"u must be \[H, N\] with H \* N = C = 4"):
+        wkv.wkv6(r, k6, v6, w, u[:1])
+    with pytest.raises(ValueError, match="r, k, v, w must have the same dtype"):
+        wkv.wkv6(r, k6, v6, w.astype(jnp.bfloat16), u)
+    with pytest.raises(ValueError, match=r"time_decay must be \[H, N\] = \(2, 2\)"):
+        wkv.wkv5(r, k6, v6, u.reshape(-1), u)
+    with pytest.raises(ValueError, match=r"state must be \[B, H, N, N\]"):
+        wkv.wkv6_step(r[:, 0], k6[:, 0], v6[:, 0], w[:, 0], u, wkv.wkv6_init_state(1, 1, 4))
