@@ -1,0 +1,213 @@
+"""WKV operator throughput: forward + backward of RWKV-4 and RWKV-6 WKV, per implementation.
+
+Usage:
+  python scripts/bench_wkv.py [--impl scan,pallas] [--version v4,v6] [--repeats 3]
+                              [--shapes 4096x8x64 1024x32x64 256x256x64 64x1024x64]
+
+For every (version, batch B, sequence T, channels C) and implementation, one jitted call computes ``y`` and the
+gradients of ``sum(y * g)`` w.r.t. every input (``jax.vjp``); the figure is the median of ``--repeats`` calls
+after a warm-up (compilation) call, each ended by ``jax.block_until_ready``. v6 uses one head of N = C = 64
+(upstream MARWKV's HEAD_SIZE). float32 throughout.
+
+Effective GB/s counts the bytes every implementation has to move at least once: the inputs, the output, the
+cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6: r, k, v, w, y, g, dr, dk, dv, dw
+= 10 x B*T*C floats; the [C]/[H, N] parameters are negligible), divided by the fwd+bwd time.
+
+Implementations:
+* ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward), or a
+  small ``lax.scan`` reference in this file when ``jax_mat.ops.wkv`` is not installed.
+* ``pallas``: ``pallas_kernels.wkv4.wkv4_pallas`` / ``pallas_kernels.wkv6.wkv6_pallas``. Timed on a GPU only; on
+  a CPU it runs once in Pallas interpret mode at a small shape as a correctness check against ``scan``
+  (interpret mode is an emulator: timing it would say nothing about the kernel).
+
+stdout: one JSON object per timed case; a Markdown table and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_SHAPES = ["4096x8x64", "1024x32x64", "256x256x64", "64x1024x64"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# implementations
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _local_wkv4_scan(time_decay, time_first, k, v):
+    w, u = -jnp.exp(time_decay), time_first
+
+    def step(state, kv):
+        aa, bb, pp = state
+        kt, vt = kv
+        ww = u + kt
+        p = jnp.maximum(pp, ww)
+        e1, e2 = jnp.exp(pp - p), jnp.exp(ww - p)
+        y = (e1 * aa + e2 * vt) / (e1 * bb + e2)
+        ww = w + pp
+        p = jnp.maximum(ww, kt)
+        e1, e2 = jnp.exp(ww - p), jnp.exp(kt - p)
+        return (e1 * aa + e2 * vt, e1 * bb + e2, p), y
+
+    B, _, C = k.shape
+    z = jnp.zeros((B, C), k.dtype)
+    _, y = jax.lax.scan(step, (z, z, z - 1e38), (jnp.swapaxes(k, 0, 1), jnp.swapaxes(v, 0, 1)))
+    return jnp.swapaxes(y, 0, 1)
+
+
+def _local_wkv6_scan(r, k, v, w, u):
+    B, T, C = r.shape
+    H, N = u.shape
+    xs = tuple(jnp.swapaxes(x.reshape(B, T, H, N), 0, 1) for x in (r, k, v, jnp.exp(-jnp.exp(w))))
+
+    def step(s, x):
+        rt, kt, vt, dt = x
+        kv = kt[..., :, None] * vt[..., None, :]
+        y = jnp.sum(rt[..., :, None] * (u[..., :, None] * kv + s), axis=-2)
+        return s * dt[..., :, None] + kv, y
+
+    _, y = jax.lax.scan(step, jnp.zeros((B, H, N, N), r.dtype), xs)
+    return jnp.swapaxes(y, 0, 1).reshape(B, T, C)
+
+
+def scan_impls():
+    try:
+        from jax_mat.ops import wkv as ops
+
+        return {"v4": ops.wkv4_scan, "v6": ops.wkv6_scan}, "jax_mat.ops.wkv"
+    except ImportError:
+        return {"v4": _local_wkv4_scan, "v6": _local_wkv6_scan}, "local lax.scan reference"
+
+
+def pallas_impls(interpret: bool):
+    from pallas_kernels.wkv4 import wkv4_pallas
+    from pallas_kernels.wkv6 import wkv6_pallas
+
+    return {
+        "v4": lambda *a: wkv4_pallas(*a, interpret=interpret),
+        "v6": lambda *a: wkv6_pallas(*a, interpret=interpret),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs, timing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_inputs(version: str, B: int, T: int, C: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    g = f32(rng.normal(size=(B, T, C)))
+    if version == "v4":
+        args = [f32(rng.normal(size=C) - 1.0), f32(rng.normal(size=C)),
+                f32(rng.uniform(-5, 5, size=(B, T, C))), f32(rng.normal(size=(B, T, C)))]
+    else:
+        r, k, v = (f32(rng.normal(size=(B, T, C)) * 0.5) for _ in range(3))
+        args = [r, k, v, f32(rng.uniform(-3, 1, size=(B, T, C))), f32(rng.normal(size=(1, C)))]
+    return args, g
+
+
+def bytes_moved(version: str, B: int, T: int, C: int) -> int:
+    per = 6 if version == "v4" else 10
+    return per * B * T * C * 4
+
+
+def fwd_bwd(fn):
+    def run(args, g):
+        y, vjp = jax.vjp(fn, *args)
+        return y, vjp(g)
+
+    return jax.jit(run)
+
+
+def time_call(f, args, g, repeats: int) -> float:
+    jax.block_until_ready(f(args, g))  # compile + warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(args, g))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def check_pallas_interpret(scan, pallas, version: str) -> float:
+    """Max relative difference (output and every gradient) of Pallas interpret mode vs scan at a small shape."""
+    args, g = make_inputs(version, 3, 13, 64, seed=1)
+    ys = fwd_bwd(scan)(args, g)
+    yp = fwd_bwd(pallas)(args, g)
+    leaves_s, leaves_p = jax.tree.leaves(ys), jax.tree.leaves(yp)
+    return max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30)) for a, b in zip(leaves_s, leaves_p))
+
+
+def parse_shape(s: str):
+    try:
+        B, T, C = (int(x) for x in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 1024x32x64 (batch x T x C), got {s!r}") from None
+    return B, T, C
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--impl", default="scan,pallas", help="comma-separated subset of scan,pallas")
+    p.add_argument("--version", default="v4,v6", help="comma-separated subset of v4,v6")
+    p.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in DEFAULT_SHAPES])
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    impls = [x.strip() for x in a.impl.split(",") if x.strip()]
+    versions = [x.strip() for x in a.version.split(",") if x.strip()]
+    if not set(impls) <= {"scan", "pallas"} or not impls:
+        p.error(f"--impl must be a subset of scan,pallas; got {a.impl!r}")
+    if not set(versions) <= {"v4", "v6"} or not versions:
+        p.error(f"--version must be a subset of v4,v6; got {a.version!r}")
+
+    backend = jax.default_backend()
+    device = jax.devices()[0].device_kind
+    log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
+    scans, scan_source = scan_impls()
+    log(f"jax {jax.__version__}, backend {backend} ({device}); scan = {scan_source}")
+
+    on_gpu = backend == "gpu"
+    timed = [i for i in impls if i == "scan" or on_gpu]
+    if "pallas" in impls and not on_gpu:
+        interp = pallas_impls(interpret=True)
+        for version in versions:
+            err = check_pallas_interpret(scans[version], interp[version], version)
+            log(f"pallas {version}: interpret-mode check vs scan at (3, 13, 64), fwd+all grads: max rel diff {err:.2e}"
+                " (not timed: no GPU)")
+    fns = {"scan": scans}
+    if "pallas" in timed:
+        fns["pallas"] = pallas_impls(interpret=False)
+
+    rows = []
+    for version in versions:
+        for B, T, C in a.shapes:
+            args, g = make_inputs(version, B, T, C)
+            nbytes = bytes_moved(version, B, T, C)
+            for impl in timed:
+                t = time_call(fwd_bwd(fns[impl][version]), args, g, a.repeats)
+                row = dict(version=version, impl=impl, batch=B, T=T, C=C, fwd_bwd_ms=round(t * 1e3, 3),
+                           gb_per_s=round(nbytes / t / 1e9, 3), backend=backend, device=device)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                log(f"{version} {impl:6s} B={B:5d} T={T:5d} C={C}: {t * 1e3:9.2f} ms  {nbytes / t / 1e9:7.3f} GB/s")
+            del args, g
+
+    if rows:
+        log("\n| op | impl | batch | T | C | fwd+bwd ms | effective GB/s |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        log(f"| wkv{r['version'][1:]} | {r['impl']} | {r['batch']} | {r['T']} | {r['C']} | {r['fwd_bwd_ms']:.1f} | "
+            f"{r['gb_per_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
