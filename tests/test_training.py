@@ -52,6 +52,8 @@ def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
     results = json.loads((run_dir / "eval.json").read_text())
     assert results["episodes"] == 2 and 0.0 <= results["win_rate"] <= 1.0
     assert any(f.name.startswith("events.out.tfevents") for f in (run_dir / "tb").iterdir())
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["env_steps"] for x in lines] == [32, 64, 96] and all("loss/total" in x for x in lines)
     assert Checkpointer(run_dir / "checkpoints").latest_step() == 3
     from jax_mat import evaluate
     assert evaluate.main([str(run_dir), "--episodes", "3"]) == 0

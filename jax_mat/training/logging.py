@@ -1,4 +1,4 @@
-"""Where metrics go: TensorBoard event files and a progress bar."""
+"""Where metrics go: TensorBoard event files, ``metrics.jsonl`` and a progress bar."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from tqdm import tqdm
 
 
 class RunLogger:
-    """TensorBoard scalars plus a tqdm bar over environment steps."""
+    """TensorBoard scalars, one JSON line per logged update, and a tqdm bar over environment steps."""
 
     def __init__(self, run_dir: str, total_steps: int, initial_steps: int = 0, progress: bool = True):
         self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
+        self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
                         disable=not progress, dynamic_ncols=True)
         self.last_win_rate = math.nan
@@ -26,6 +27,10 @@ class RunLogger:
             if math.isfinite(value):
                 self.writer.add_scalar(name, value, env_steps)
         self.writer.add_scalar("perf/env_steps_per_s", steps_per_s, env_steps)
+        record = {"env_steps": env_steps, "perf/env_steps_per_s": steps_per_s}
+        record.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
         if math.isfinite(metrics.get("episode/win_rate", math.nan)):
             self.last_win_rate = metrics["episode/win_rate"]
         if math.isfinite(metrics.get("episode/return", math.nan)):
@@ -43,6 +48,7 @@ class RunLogger:
     def close(self) -> None:
         self.bar.close()
         self.writer.close()
+        self.jsonl.close()
 
 
 def write_json_atomic(path: str, payload: Mapping) -> None:
