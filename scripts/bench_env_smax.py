@@ -11,26 +11,9 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 
 from jax_mat.envs import make_env
-
-
-def make_rollout(env, n_envs: int, n_steps: int):
-    """Jitted ``(state, timestep, key) -> (state, timestep)`` running ``n_steps`` random valid steps."""
-
-    def body(carry, key):
-        state, timestep = carry
-        action_key, env_key = jax.random.split(key)
-        logits = jnp.where(timestep.avail > 0, 0.0, -jnp.inf)
-        actions = jax.random.categorical(action_key, logits).astype(jnp.int32)
-        return jax.vmap(env.step)(jax.random.split(env_key, n_envs), state, actions), None
-
-    @jax.jit
-    def rollout(state, timestep, key):
-        return jax.lax.scan(body, (state, timestep), jax.random.split(key, n_steps))[0]
-
-    return rollout
+from jax_mat.training.rollout import make_random_rollout as make_rollout
 
 
 def bench(map_name: str, n_envs: int, n_steps: int, repeats: int) -> tuple[float, float]:

@@ -22,8 +22,8 @@ import jax
 from jax_mat import config as config_lib
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
+from jax_mat.training.rollout import make_random_rollout
 from jax_mat.training.runner import Trainer
-from scripts.bench_env_smax import make_rollout
 
 
 def main(argv=None) -> int:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         times.append(time.perf_counter() - t)
 
     env_state, timestep = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(1), cfg.train.n_envs))
-    rollout = make_rollout(env, cfg.train.n_envs, cfg.train.episode_length)
+    rollout = make_random_rollout(env, cfg.train.n_envs, cfg.train.episode_length)
     env_state, timestep = jax.block_until_ready(rollout(env_state, timestep, jax.random.PRNGKey(2)))
     env_times = []
     for i in range(args.updates):

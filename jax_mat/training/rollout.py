@@ -91,3 +91,20 @@ def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
         "episode/length": nan_if_none((traj.episode_length * done).sum() / safe),
         "episode/win_rate": nan_if_none((traj.won * done).sum() / safe),
     }
+
+
+def make_random_rollout(env, n_envs: int, n_steps: int):
+    """Jitted ``(state, timestep, key) -> (state, timestep)`` running ``n_steps`` random valid steps."""
+
+    def body(carry, key):
+        state, timestep = carry
+        action_key, env_key = jax.random.split(key)
+        logits = jnp.where(timestep.avail > 0, 0.0, -jnp.inf)
+        actions = jax.random.categorical(action_key, logits).astype(jnp.int32)
+        return jax.vmap(env.step)(jax.random.split(env_key, n_envs), state, actions), None
+
+    @jax.jit
+    def rollout(state, timestep, key):
+        return jax.lax.scan(body, (state, timestep), jax.random.split(key, n_steps))[0]
+
+    return rollout
