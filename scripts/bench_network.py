@@ -1,8 +1,8 @@
 """Network throughput: autoregressive acting and one PPO minibatch update, jitted, on random data.
 
 Usage:
-  python scripts/bench_network.py [--algo mat] [--cases 8 256] [--repeats 5]
-                                  [--reference ../shared/benchmarks/official_mat_cpu.jsonl]
+  python scripts/bench_network.py [--algo mat] [--cases 8 256] [--repeats 5] [--warmup-s 0.3]
+                                  [--micro-batch-tokens 0] [--reference ../shared/benchmarks/official_mat_cpu.jsonl]
 
 stdout carries one JSON object per case and nothing else, with exactly the fields
 ``n_agent, obs_dim, action_dim, n_envs, minibatch, act_s, act_agent_steps_per_s, update_s,
@@ -14,17 +14,20 @@ jax/torch) go to stderr, so ``python scripts/bench_network.py > out.jsonl`` keep
   once; ``act_agent_steps_per_s = n_envs * n_agent / act_s``.
 * ``update``: one PPO minibatch step on ``minibatch`` samples of all agents: ``policy.evaluate``,
   ``ppo_loss``, backward, global-norm clip 10, Adam(5e-4, eps 1e-5);
-  ``update_samples_per_s = minibatch * n_agent / update_s``.
+  ``update_samples_per_s = minibatch * n_agent / update_s``. ``--micro-batch-tokens`` computes the
+  same gradient by accumulation over micro-batches (not what the trainer does; see ``make_update``).
 
-Both are jitted and timed after compilation (one warm-up call); each figure is the median of
-``--repeats`` calls, each ended by ``jax.block_until_ready``. Discrete availability masks are all
-ones except ~25% random zeros, with action 0 always available. The network is MAT's SMAC default:
-1 block, 64 wide, 1 head.
+Both are jitted and timed after compilation: the first call compiles, calls for ``--warmup-s``
+seconds (at least two) follow untimed, then each figure is the median of ``--repeats`` calls, each
+ended by ``jax.block_until_ready``. Discrete availability masks are all ones except ~25% random
+zeros, with action 0 always available. The network is MAT's SMAC default: 1 block, 64 wide, 1 head.
+``ALGOS`` maps ``--algo`` to a policy; a new network adds one entry there.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -38,6 +41,7 @@ import optax
 
 from jax_mat.algos.ppo import LossConfig, ppo_loss
 from jax_mat.envs.base import EnvSpec
+from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.networks.policy import Policy
 
@@ -59,6 +63,8 @@ DEFAULT_REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..
 ALGOS: dict[str, Callable[[EnvSpec], Policy]] = {
     "mat": lambda spec: MATPolicy(spec, MATConfig(**NETWORK)),
     "mat_dec": lambda spec: MATPolicy(spec, MATConfig(**NETWORK, dec_actor=True)),
+    "marwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, **NETWORK)),
+    "mat_rwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, hybrid=True, **NETWORK)),
 }
 
 
@@ -87,27 +93,64 @@ def random_batch(spec: EnvSpec, batch: int, key: jax.Array) -> dict[str, jax.Arr
     }
 
 
-def make_update(policy: Policy, optimizer: optax.GradientTransformation, config: LossConfig):
-    """Jitted ``(params, opt_state, batch) -> (params, opt_state, loss)``: one PPO minibatch step."""
+def make_update(policy: Policy, optimizer: optax.GradientTransformation, config: LossConfig, micro_rows: int = 0):
+    """Jitted ``(params, opt_state, batch) -> (params, opt_state, loss)``: one PPO minibatch step.
 
-    def loss_fn(params, batch):
+    ``micro_rows > 0`` (``--micro-batch-tokens``) accumulates the same gradient over micro-batches of
+    that many samples in a ``lax.scan``: each micro-batch's ``ppo_loss`` terms are weighted by its share
+    of the minibatch's mask sums, so the sum is the whole minibatch's loss (and gradient) up to rounding.
+    """
+
+    def parts(params, batch):
         logp, entropy, values = policy.evaluate(params, batch["obs"], batch["actions"], batch["avail"])
-        loss, _ = ppo_loss(logp, entropy, values, batch["old_logp"], batch["advantages"], batch["value_preds"],
-                           batch["value_targets"], batch["active"], config)
-        return loss
+        return ppo_loss(logp, entropy, values, batch["old_logp"], batch["advantages"], batch["value_preds"],
+                        batch["value_targets"], batch["active"], config)
+
+    def whole_grad(params, batch):
+        return jax.value_and_grad(lambda p: parts(p, batch)[0])(params)
+
+    def accumulated_grad(params, batch):
+        n_micro = batch["active"].shape[0] // micro_rows
+        micro = jax.tree.map(lambda x: x.reshape(n_micro, micro_rows, *x.shape[1:]), batch)
+        masks = lambda active: (active if config.use_policy_active_masks else jnp.ones_like(active),
+                                active if config.use_value_active_masks else jnp.ones_like(active))
+        policy_total, value_total = (m.sum() for m in masks(batch["active"]))
+
+        def objective(p, chunk):
+            policy_w, value_w = (m.sum() / total for m, total in zip(masks(chunk["active"]), (policy_total, value_total)))
+            # A micro-batch with no active agent has weight 0; ones keep its masked means finite.
+            active = jnp.where(chunk["active"].sum() > 0, chunk["active"], 1.0)
+            _, m = parts(p, {**chunk, "active": active})
+            return (policy_w * (m["loss/policy"] - config.entropy_coef * m["loss/entropy"])
+                    + value_w * config.value_loss_coef * m["loss/value"])
+
+        def body(acc, chunk):
+            loss, grads = jax.value_and_grad(objective)(params, chunk)
+            return jax.tree.map(jnp.add, acc, (loss, grads)), None
+
+        zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+        return jax.lax.scan(body, zero, micro)[0]
 
     @jax.jit
     def update(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        loss, grads = (accumulated_grad if micro_rows else whole_grad)(params, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return update
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls, after one untimed warm-up (compilation)."""
+def median_time(fn: Callable[[], object], repeats: int, warmup_s: float) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls.
+
+    Untimed before them: the first call (compilation), then calls until ``warmup_s`` seconds have
+    passed (at least two): the first few calls of a fresh executable run slower than the rest.
+    """
     jax.block_until_ready(fn())
+    start, calls = time.perf_counter(), 0
+    while calls < 2 or time.perf_counter() - start < warmup_s:
+        jax.block_until_ready(fn())
+        calls += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -116,7 +159,16 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_case(algo: str, case: tuple[int, ...], repeats: int) -> dict:
+def micro_batch_rows(minibatch: int, n_agent: int, tokens: int) -> int:
+    """Samples per micro-batch for ``--micro-batch-tokens``: the largest divisor of ``minibatch`` with at
+    most ``tokens`` agent-tokens (0: no micro-batches)."""
+    if not tokens:
+        return 0
+    limit = max(1, tokens // n_agent)
+    return max(d for d in range(1, min(limit, minibatch) + 1) if minibatch % d == 0)
+
+
+def bench_case(algo: str, case: tuple[int, ...], repeats: int, warmup_s: float = 0.3, micro_tokens: int = 0) -> dict:
     n_agent, obs_dim, action_dim, n_envs, minibatch = case
     spec = EnvSpec(n_agents=n_agent, obs_dim=obs_dim, state_dim=0, action_dim=action_dim, discrete=True,
                    max_episode_steps=0)
@@ -126,11 +178,13 @@ def bench_case(algo: str, case: tuple[int, ...], repeats: int) -> dict:
 
     act = jax.jit(policy.act, static_argnums=4)
     rollout = random_batch(spec, n_envs, jax.random.PRNGKey(1))
-    act_keys = iter(jax.random.split(jax.random.PRNGKey(2), repeats + 1))
-    act_s = median_time(lambda: act(params, rollout["obs"], rollout["avail"], next(act_keys), False), repeats)
+    # A fresh key per call, made before timing (indexing a device array is itself a dispatch).
+    act_keys = itertools.cycle(list(jax.random.split(jax.random.PRNGKey(2), 64)))
+    act_s = median_time(lambda: act(params, rollout["obs"], rollout["avail"], next(act_keys), False), repeats,
+                        warmup_s)
 
     optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(5e-4, eps=1e-5))
-    update = make_update(policy, optimizer, LossConfig())
+    update = make_update(policy, optimizer, LossConfig(), micro_batch_rows(minibatch, n_agent, micro_tokens))
     batch = random_batch(spec, minibatch, jax.random.PRNGKey(3))
     state = [params, optimizer.init(params)]
 
@@ -138,7 +192,7 @@ def bench_case(algo: str, case: tuple[int, ...], repeats: int) -> dict:
         state[0], state[1], loss = update(state[0], state[1], batch)
         return loss
 
-    update_s = median_time(one_update, repeats)
+    update_s = median_time(one_update, repeats, warmup_s)
     return {
         "n_agent": n_agent, "obs_dim": obs_dim, "action_dim": action_dim, "n_envs": n_envs, "minibatch": minibatch,
         "act_s": act_s, "act_agent_steps_per_s": n_envs * n_agent / act_s,
@@ -179,33 +233,64 @@ def comparison_table(results: list[dict], reference: dict[tuple[int, ...], dict]
     return "\n".join(lines)
 
 
+def side_by_side(name: str, results: list[dict], other_name: str, others: list[dict]) -> str:
+    lines = [
+        f"| agents | act {name} | act {other_name} | ratio | update {name} | update {other_name} | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r, o in zip(results, others):
+        lines.append(
+            f"| {r['n_agent']} | {r['act_agent_steps_per_s']:,.0f} | {o['act_agent_steps_per_s']:,.0f} "
+            f"| {r['act_agent_steps_per_s'] / o['act_agent_steps_per_s']:.2f}x "
+            f"| {r['update_samples_per_s']:,.0f} | {o['update_samples_per_s']:,.0f} "
+            f"| {r['update_samples_per_s'] / o['update_samples_per_s']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="mat", choices=sorted(ALGOS))
     parser.add_argument("--cases", nargs="+", type=int, metavar="N_AGENT",
                         help=f"agent counts of the cases to run (default: all of {[c[0] for c in CASES]})")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (the median is kept)")
+    parser.add_argument("--warmup-s", type=float, default=0.3,
+                        help="untimed calls for at least this long (and at least 2) after compiling, before timing")
+    parser.add_argument("--micro-batch-tokens", type=int, default=0,
+                        help="update: accumulate the gradient over micro-batches of at most this many agent-tokens "
+                             "(0: one gradient of the whole minibatch, as the trainer does)")
+    parser.add_argument("--compare-with", choices=sorted(ALGOS), default=None,
+                        help="also time this network on each case, interleaved, and print both side by side "
+                             "on stderr (its JSON lines are not printed)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help="JSON lines with the same fields to compare against (missing file: no comparison)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.warmup_s < 0 or args.micro_batch_tokens < 0:
+        parser.error("--warmup-s and --micro-batch-tokens must be >= 0")
     known = [c[0] for c in CASES]
     unknown = sorted(set(args.cases or []) - set(known))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known agent counts: {known}")
     cases = [c for c in CASES if args.cases is None or c[0] in args.cases]
 
-    print(f"algo={args.algo} backend={jax.default_backend()} devices={jax.devices()} repeats={args.repeats}",
-          file=sys.stderr)
-    results = []
+    print(f"algo={args.algo} backend={jax.default_backend()} repeats={args.repeats} warmup_s={args.warmup_s} "
+          f"micro_batch_tokens={args.micro_batch_tokens}", file=sys.stderr)
+    results, others = [], []
     for case in cases:
-        row = bench_case(args.algo, case, args.repeats)
+        row = bench_case(args.algo, case, args.repeats, args.warmup_s, args.micro_batch_tokens)
         results.append(row)
         print(json.dumps(row), flush=True)
+        if args.compare_with:
+            others.append(bench_case(args.compare_with, case, args.repeats, args.warmup_s, args.micro_batch_tokens))
+    if others:
+        print(f"\n{args.algo} vs {args.compare_with}, measured interleaved in this run (throughput ratios)\n"
+              + side_by_side(args.algo, results, args.compare_with, others), file=sys.stderr)
     reference = load_reference(args.reference)
     if reference:
-        print(f"\n{args.algo} vs {os.path.normpath(args.reference)} (ratios: jax / torch throughput)\n"
+        note = "" if args.algo == "mat" else f" (the reference is MAT's; {args.algo} is compared with it for scale only)"
+        print(f"\n{args.algo} vs {os.path.normpath(args.reference)} (ratios: jax / torch throughput){note}\n"
               + comparison_table(results, reference), file=sys.stderr)
     return 0
 
