@@ -14,8 +14,8 @@ jax/torch) go to stderr, so ``python scripts/bench_network.py > out.jsonl`` keep
   once; ``act_agent_steps_per_s = n_envs * n_agent / act_s``.
 * ``update``: one PPO minibatch step on ``minibatch`` samples of all agents: ``policy.evaluate``,
   ``ppo_loss``, backward, global-norm clip 10, Adam(5e-4, eps 1e-5);
-  ``update_samples_per_s = minibatch * n_agent / update_s``. ``--micro-batch-tokens`` computes the
-  same gradient by accumulation over micro-batches (not what the trainer does; see ``make_update``).
+  ``update_samples_per_s = minibatch * n_agent / update_s``. On a CPU the update differentiates the
+  minibatch in micro-batches of ``--micro-batch-tokens`` agent-tokens, the same gradient, as the trainer does.
 
 Both are jitted and timed after compilation: the first call compiles, calls for ``--warmup-s``
 seconds (at least two) follow untimed, then each figure is the median of ``--repeats`` calls, each
@@ -39,11 +39,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_mat.algos.ppo import LossConfig, ppo_loss
+from jax_mat.algos.ppo import LossConfig, accumulated_loss_and_grad, micro_batch_rows, ppo_loss
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.networks.policy import Policy
+from jax_mat.training.runner import grad_accumulation_tokens
 
 # (n_agent, obs_dim, action_dim, n_envs, minibatch): 3m, 3s5z and 25m sized, then two large synthetic ones.
 CASES = [
@@ -96,44 +97,18 @@ def random_batch(spec: EnvSpec, batch: int, key: jax.Array) -> dict[str, jax.Arr
 def make_update(policy: Policy, optimizer: optax.GradientTransformation, config: LossConfig, micro_rows: int = 0):
     """Jitted ``(params, opt_state, batch) -> (params, opt_state, loss)``: one PPO minibatch step.
 
-    ``micro_rows > 0`` (``--micro-batch-tokens``) accumulates the same gradient over micro-batches of
-    that many samples in a ``lax.scan``: each micro-batch's ``ppo_loss`` terms are weighted by its share
-    of the minibatch's mask sums, so the sum is the whole minibatch's loss (and gradient) up to rounding.
+    ``micro_rows > 0`` accumulates the same gradient over micro-batches of that many samples
+    (``ppo.accumulated_loss_and_grad``, as the trainer does on a CPU).
     """
 
-    def parts(params, batch):
+    def loss_fn(params, batch):
         logp, entropy, values = policy.evaluate(params, batch["obs"], batch["actions"], batch["avail"])
         return ppo_loss(logp, entropy, values, batch["old_logp"], batch["advantages"], batch["value_preds"],
                         batch["value_targets"], batch["active"], config)
 
-    def whole_grad(params, batch):
-        return jax.value_and_grad(lambda p: parts(p, batch)[0])(params)
-
-    def accumulated_grad(params, batch):
-        n_micro = batch["active"].shape[0] // micro_rows
-        micro = jax.tree.map(lambda x: x.reshape(n_micro, micro_rows, *x.shape[1:]), batch)
-        masks = lambda active: (active if config.use_policy_active_masks else jnp.ones_like(active),
-                                active if config.use_value_active_masks else jnp.ones_like(active))
-        policy_total, value_total = (m.sum() for m in masks(batch["active"]))
-
-        def objective(p, chunk):
-            policy_w, value_w = (m.sum() / total for m, total in zip(masks(chunk["active"]), (policy_total, value_total)))
-            # A micro-batch with no active agent has weight 0; ones keep its masked means finite.
-            active = jnp.where(chunk["active"].sum() > 0, chunk["active"], 1.0)
-            _, m = parts(p, {**chunk, "active": active})
-            return (policy_w * (m["loss/policy"] - config.entropy_coef * m["loss/entropy"])
-                    + value_w * config.value_loss_coef * m["loss/value"])
-
-        def body(acc, chunk):
-            loss, grads = jax.value_and_grad(objective)(params, chunk)
-            return jax.tree.map(jnp.add, acc, (loss, grads)), None
-
-        zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-        return jax.lax.scan(body, zero, micro)[0]
-
     @jax.jit
     def update(params, opt_state, batch):
-        loss, grads = (accumulated_grad if micro_rows else whole_grad)(params, batch)
+        (loss, _), grads = accumulated_loss_and_grad(loss_fn, params, batch, config, micro_rows)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -157,15 +132,6 @@ def median_time(fn: Callable[[], object], repeats: int, warmup_s: float) -> floa
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def micro_batch_rows(minibatch: int, n_agent: int, tokens: int) -> int:
-    """Samples per micro-batch for ``--micro-batch-tokens``: the largest divisor of ``minibatch`` with at
-    most ``tokens`` agent-tokens (0: no micro-batches)."""
-    if not tokens:
-        return 0
-    limit = max(1, tokens // n_agent)
-    return max(d for d in range(1, min(limit, minibatch) + 1) if minibatch % d == 0)
 
 
 def bench_case(algo: str, case: tuple[int, ...], repeats: int, warmup_s: float = 0.3, micro_tokens: int = 0) -> dict:
@@ -256,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (the median is kept)")
     parser.add_argument("--warmup-s", type=float, default=0.3,
                         help="untimed calls for at least this long (and at least 2) after compiling, before timing")
-    parser.add_argument("--micro-batch-tokens", type=int, default=0,
-                        help="update: accumulate the gradient over micro-batches of at most this many agent-tokens "
-                             "(0: one gradient of the whole minibatch, as the trainer does)")
+    parser.add_argument("--micro-batch-tokens", type=int, default=grad_accumulation_tokens(),
+                        help="update: accumulate the gradient over micro-batches of at most this many agent-tokens, "
+                             "as the trainer does (default: the trainer's choice on this backend; 0: one pass)")
     parser.add_argument("--compare-with", choices=sorted(ALGOS), default=None,
                         help="also time this network on each case, interleaved, and print both side by side "
                              "on stderr (its JSON lines are not printed)")

@@ -57,3 +57,42 @@ def test_advantage_normalisation_ignores_inactive_agents():
 def test_upstream_huber_quirk():
     e = jnp.asarray([-20.0, -5.0, 0.0, 5.0, 20.0])
     np.testing.assert_allclose(ppo.upstream_huber(e, 10.0), [0.0, 12.5, 0.0, 12.5, 150.0])
+
+
+def test_micro_batch_gradient_equals_whole_batch_gradient():
+    import jax
+
+    from jax_mat.envs.base import EnvSpec
+    from jax_mat.networks.mat import MATConfig, MATPolicy
+
+    spec = EnvSpec(n_agents=3, obs_dim=5, state_dim=0, action_dim=4, discrete=True, max_episode_steps=0)
+    policy = MATPolicy(spec, MATConfig(n_embd=16, eval_chunk_tokens=0))
+    params = policy.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    rows = 12
+    active = (rng.random((rows, 3)) > 0.3).astype(np.float32)
+    active[4:8] = 0.0  # one micro-batch of 4 rows without any active agent
+    batch = {
+        "obs": jnp.asarray(rng.normal(size=(rows, 3, 5)), jnp.float32),
+        "avail": jnp.ones((rows, 3, 4)),
+        "actions": jnp.asarray(rng.integers(0, 4, size=(rows, 3)), jnp.int32),
+        "old_logp": jnp.asarray(rng.normal(size=(rows, 3, 1)) - 1.4, jnp.float32),
+        "advantages": jnp.asarray(rng.normal(size=(rows, 3)), jnp.float32),
+        "values": jnp.asarray(rng.normal(size=(rows, 3)), jnp.float32),
+        "returns": jnp.asarray(rng.normal(size=(rows, 3)), jnp.float32),
+        "active": jnp.asarray(active),
+    }
+    config = ppo.LossConfig(clip=0.2)
+
+    def loss_fn(p, b):
+        logp, ent, v = policy.evaluate(p, b["obs"], b["actions"], b["avail"])
+        return ppo.ppo_loss(logp, ent, v, b["old_logp"], b["advantages"], b["values"], b["returns"], b["active"], config)
+
+    assert ppo.micro_batch_rows(rows, 3, 12) == 4 and ppo.micro_batch_rows(rows, 3, 36) == 0
+    (whole_loss, whole_m), whole_g = ppo.accumulated_loss_and_grad(loss_fn, params, batch, config, 0)
+    (acc_loss, acc_m), acc_g = jax.jit(lambda p: ppo.accumulated_loss_and_grad(loss_fn, p, batch, config, 4))(params)
+    np.testing.assert_allclose(acc_loss, whole_loss, rtol=1e-5, atol=1e-6)
+    for k in whole_m:
+        np.testing.assert_allclose(acc_m[k], whole_m[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for a, b in zip(jax.tree.leaves(acc_g), jax.tree.leaves(whole_g)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

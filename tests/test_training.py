@@ -66,7 +66,10 @@ def test_resume_after_sigkill_equals_straight_run(tmp_path):
     assert train.main([*_tiny(updates), "--run-dir", str(straight), "--no-progress"]) == 0
 
     cmd = [sys.executable, "-m", "jax_mat.train", *_tiny(updates), "--run-dir", str(killed), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Share this process's persistent compilation cache (tests/conftest.py) with the child.
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while time.time() < deadline:

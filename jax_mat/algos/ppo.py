@@ -137,3 +137,56 @@ def normalize_advantages(advantages: jax.Array, active: jax.Array) -> jax.Array:
     mean = (advantages * active).sum() / count
     var = (((advantages - mean) * active) ** 2).sum() / count
     return (advantages - mean) / (jnp.sqrt(var) + 1e-5)
+
+
+def micro_batch_rows(rows: int, n_agents: int, max_tokens: int) -> int:
+    """Rows per micro-batch: the largest divisor of ``rows`` holding at most ``max_tokens`` agent-tokens.
+
+    ``0`` (no micro-batches) when ``max_tokens`` is 0 or the whole minibatch fits.
+    """
+    limit = max(1, max_tokens // n_agents) if max_tokens else rows
+    if limit >= rows:
+        return 0
+    return max(d for d in range(1, limit + 1) if rows % d == 0)
+
+
+def accumulated_loss_and_grad(loss_fn, params, batch: dict, config: LossConfig, micro_rows: int):
+    """The gradient of ``loss_fn(params, batch)`` over the whole minibatch, computed micro-batch by micro-batch.
+
+    ``loss_fn(params, batch) -> (total, metrics)`` is ``ppo_loss`` behind a policy.
+    Every term of ``ppo_loss`` is a masked mean, so the whole minibatch's loss
+    is the sum of each micro-batch's terms weighted by its share of the mask
+    sums; the gradient (and the metrics) follow, equal to one whole-batch pass
+    up to float rounding, while the working set stays one micro-batch (on a
+    CPU that keeps activations in cache). ``batch["active"]`` is ``[rows, N]``;
+    ``micro_rows == 0`` means one pass over the whole batch.
+    """
+    if not micro_rows:
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+    rows = batch["active"].shape[0]
+    micro = jax.tree.map(lambda x: x.reshape(rows // micro_rows, micro_rows, *x.shape[1:]), batch)
+
+    def masks(active):
+        ones = jnp.ones_like(active)
+        return (active if config.use_policy_active_masks else ones, active if config.use_value_active_masks else ones)
+
+    policy_total, value_total = (m.sum() for m in masks(batch["active"]))
+
+    def objective(p, chunk):
+        policy_w, value_w = (m.sum() / t for m, t in zip(masks(chunk["active"]), (policy_total, value_total)))
+        # A micro-batch with no active agent has weight 0; all-ones masks keep its means finite.
+        active = jnp.where(chunk["active"].sum() > 0, chunk["active"], 1.0)
+        _, m = loss_fn(p, {**chunk, "active": active})
+        weighted = {k: (value_w if k == "loss/value" else policy_w) * v for k, v in m.items() if k != "loss/total"}
+        total = (weighted["loss/policy"] - config.entropy_coef * weighted["loss/entropy"]
+                 + config.value_loss_coef * weighted["loss/value"])
+        return total, {**weighted, "loss/total": total}
+
+    def body(acc, chunk):
+        out = jax.value_and_grad(objective, has_aux=True)(params, chunk)
+        return jax.tree.map(jnp.add, acc, out), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(lambda: jax.value_and_grad(objective, has_aux=True)(params, first))
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.lax.scan(body, zero, micro)[0]
