@@ -11,18 +11,21 @@ import pytest
 from jax_mat import train
 
 CHECKS = [
-    # (experiment config, minimum greedy win rate) — issue 3's targets, seed 0.
-    ("smax_3m", 0.9),    # 1M env steps
-    ("smax_2s3z", 0.8),  # 3M env steps
+    # (experiment config, extra overrides, minimum greedy win rate), seed 0.
+    ("smax_3m", [], 0.9),                  # issue 3: MAT, 1M env steps
+    ("smax_2s3z", [], 0.8),                # issue 3: MAT, 3M env steps
+    ("smax_3m", ["algo=marwkv"], 0.9),     # issue 4: MARWKV v4 (lr 1e-3), 1M env steps
+    ("smax_3m", ["algo=mat_rwkv"], 0.9),   # issue 4: MAT encoder + RWKV decoder, 1M env steps
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(4 * 3600)
-@pytest.mark.parametrize("experiment, min_win_rate", CHECKS, ids=[c[0] for c in CHECKS])
-def test_mat_learns_smax(tmp_path, experiment, min_win_rate):
-    run_dir = tmp_path / experiment
-    assert train.main([experiment, "seed=0", "--run-dir", str(run_dir), "--no-progress"]) == 0
+@pytest.mark.parametrize("experiment, extra, min_win_rate", CHECKS,
+                         ids=["-".join([c[0], *c[1]]) for c in CHECKS])
+def test_learns_smax(tmp_path, experiment, extra, min_win_rate):
+    run_dir = tmp_path / "run"
+    assert train.main([experiment, *extra, "seed=0", "--run-dir", str(run_dir), "--no-progress"]) == 0
     results = json.loads((run_dir / "eval.json").read_text())
     print(f"{experiment}: {results}")
     assert results["win_rate"] >= min_win_rate, results
