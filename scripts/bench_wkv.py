@@ -14,8 +14,7 @@ cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6
 = 10 x B*T*C floats; the [C]/[H, N] parameters are negligible), divided by the fwd+bwd time.
 
 Implementations:
-* ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward), or a
-  small ``lax.scan`` reference in this file when ``jax_mat.ops.wkv`` is not installed.
+* ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward).
 * ``pallas``: ``pallas_kernels.wkv4.wkv4_pallas`` / ``pallas_kernels.wkv6.wkv6_pallas``. Timed on a GPU only; on
   a CPU it runs once in Pallas interpret mode at a small shape as a correctness check against ``scan``
   (interpret mode is an emulator: timing it would say nothing about the kernel).
@@ -43,49 +42,10 @@ DEFAULT_SHAPES = ["4096x8x64", "1024x32x64", "256x256x64", "64x1024x64"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _local_wkv4_scan(time_decay, time_first, k, v):
-    w, u = -jnp.exp(time_decay), time_first
-
-    def step(state, kv):
-        aa, bb, pp = state
-        kt, vt = kv
-        ww = u + kt
-        p = jnp.maximum(pp, ww)
-        e1, e2 = jnp.exp(pp - p), jnp.exp(ww - p)
-        y = (e1 * aa + e2 * vt) / (e1 * bb + e2)
-        ww = w + pp
-        p = jnp.maximum(ww, kt)
-        e1, e2 = jnp.exp(ww - p), jnp.exp(kt - p)
-        return (e1 * aa + e2 * vt, e1 * bb + e2, p), y
-
-    B, _, C = k.shape
-    z = jnp.zeros((B, C), k.dtype)
-    _, y = jax.lax.scan(step, (z, z, z - 1e38), (jnp.swapaxes(k, 0, 1), jnp.swapaxes(v, 0, 1)))
-    return jnp.swapaxes(y, 0, 1)
-
-
-def _local_wkv6_scan(r, k, v, w, u):
-    B, T, C = r.shape
-    H, N = u.shape
-    xs = tuple(jnp.swapaxes(x.reshape(B, T, H, N), 0, 1) for x in (r, k, v, jnp.exp(-jnp.exp(w))))
-
-    def step(s, x):
-        rt, kt, vt, dt = x
-        kv = kt[..., :, None] * vt[..., None, :]
-        y = jnp.sum(rt[..., :, None] * (u[..., :, None] * kv + s), axis=-2)
-        return s * dt[..., :, None] + kv, y
-
-    _, y = jax.lax.scan(step, jnp.zeros((B, H, N, N), r.dtype), xs)
-    return jnp.swapaxes(y, 0, 1).reshape(B, T, C)
-
-
 def scan_impls():
-    try:
-        from jax_mat.ops import wkv as ops
+    from jax_mat.ops import wkv as ops
 
-        return {"v4": ops.wkv4_scan, "v6": ops.wkv6_scan}, "jax_mat.ops.wkv"
-    except ImportError:
-        return {"v4": _local_wkv4_scan, "v6": _local_wkv6_scan}, "local lax.scan reference"
+    return {"v4": ops.wkv4_scan, "v6": ops.wkv6_scan}, "jax_mat.ops.wkv"
 
 
 def pallas_impls(interpret: bool):
