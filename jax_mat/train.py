@@ -43,15 +43,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _split_items(items: Sequence[str]) -> tuple[str | None, list[str]]:
-    if items and "=" not in items[0]:
-        return items[0], list(items[1:])
-    return None, list(items)
-
-
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     """The config, the run directory and whether it resumes; raises ``ValueError`` on bad input."""
-    name, overrides = _split_items(args.items)
+    name, overrides = config_lib.split_cli_args(args.items)
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")

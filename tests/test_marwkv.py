@@ -18,6 +18,7 @@ from jax_mat.networks import registry, rwkv, torch_import
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.policy import shift_actions
 from jax_mat.parity import compare_fixture
+from policy_checks import assert_rejects_bad_inputs
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "marwkv_reference"
 MODEL_FIXTURES = sorted(p.name for p in FIXTURES.glob("marwkv_*.npz"))
@@ -252,16 +253,7 @@ def test_registry_and_config_build_marwkv_and_the_hybrid():
 def test_bad_inputs_raise_clear_errors():
     policy = MARWKVPolicy(DISCRETE, CONFIGS["v4"])
     obs, avail = _inputs(DISCRETE)
-    key = jax.random.PRNGKey(0)
-    params = None  # every check runs before the parameters are touched
-    with pytest.raises(ValueError, match="obs must have shape"):
-        policy.act(params, obs[..., :-1], avail, key)
-    with pytest.raises(ValueError, match="avail must have shape"):
-        policy.act(params, obs, avail[..., :-1], key)
-    with pytest.raises(ValueError, match="no available action for agent 2"):
-        policy.act(params, obs, avail.at[1, 2].set(0.0), key)
-    with pytest.raises(ValueError, match="discrete actions must be integers"):
-        policy.evaluate(params, obs, jnp.zeros((BATCH, DISCRETE.n_agents)), avail)
+    assert_rejects_bad_inputs(policy, None, obs, avail)
     with pytest.raises(ValueError, match="unknown RWKV version 7; allowed: 4, 5, 6"):
         MARWKVConfig(version=7)
     with pytest.raises(ValueError, match=r"n_embd \(64\) must be divisible by n_head \(3\)"):

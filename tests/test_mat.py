@@ -8,6 +8,7 @@ import pytest
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.parity import compare_fixture
+from policy_checks import assert_rejects_bad_inputs
 
 DISCRETE = EnvSpec(n_agents=6, obs_dim=11, state_dim=0, action_dim=7, discrete=True, max_episode_steps=0)
 CONTINUOUS = EnvSpec(n_agents=5, obs_dim=9, state_dim=0, action_dim=3, discrete=False, max_episode_steps=0)
@@ -131,15 +132,7 @@ def test_bad_inputs_raise_clear_errors():
     policy = MATPolicy(DISCRETE)
     params = policy.init(jax.random.PRNGKey(0))
     obs, avail = _inputs(DISCRETE)
-    key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match="obs must have shape"):
-        policy.act(params, obs[..., :-1], avail, key)
-    with pytest.raises(ValueError, match="avail must have shape"):
-        policy.act(params, obs, avail[..., :-1], key)
-    with pytest.raises(ValueError, match="no available action for agent 2"):
-        policy.act(params, obs, avail.at[1, 2].set(0.0), key)
-    with pytest.raises(ValueError, match="discrete actions must be integers"):
-        policy.evaluate(params, obs, jnp.zeros((4, DISCRETE.n_agents)), avail)
+    assert_rejects_bad_inputs(policy, params, obs, avail)
     with pytest.raises(ValueError, match="divisible by n_head"):
         MATConfig(n_embd=64, n_head=3)
     with pytest.raises(ValueError, match="n_block must be >= 1"):

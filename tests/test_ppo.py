@@ -66,7 +66,7 @@ def test_micro_batch_gradient_equals_whole_batch_gradient():
     from jax_mat.networks.mat import MATConfig, MATPolicy
 
     spec = EnvSpec(n_agents=3, obs_dim=5, state_dim=0, action_dim=4, discrete=True, max_episode_steps=0)
-    policy = MATPolicy(spec, MATConfig(n_embd=16, eval_chunk_tokens=0))
+    policy = MATPolicy(spec, MATConfig(n_embd=16))
     params = policy.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     rows = 12

@@ -46,6 +46,11 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x * mask).sum() / mask.sum()
 
 
+def combine(policy_loss, entropy_loss, value_loss, config: LossConfig):
+    """The total objective from its three terms."""
+    return policy_loss - config.entropy_coef * entropy_loss + config.value_loss_coef * value_loss
+
+
 def ppo_loss(
     logp: jax.Array,
     entropy: jax.Array,
@@ -85,7 +90,7 @@ def ppo_loss(
     value_loss = jnp.maximum(loss_orig, loss_clipped) if config.use_clipped_value_loss else loss_orig
     value_loss = masked_mean(value_loss, active if config.use_value_active_masks else ones)
 
-    total = policy_loss - config.entropy_coef * entropy_loss + config.value_loss_coef * value_loss
+    total = combine(policy_loss, entropy_loss, value_loss, config)
     clip_frac = masked_mean((jnp.abs(ratio - 1.0) > config.clip).astype(ratio.dtype), policy_mask[..., None])
     metrics = {
         "loss/total": total,
@@ -178,8 +183,7 @@ def accumulated_loss_and_grad(loss_fn, params, batch: dict, config: LossConfig, 
         active = jnp.where(chunk["active"].sum() > 0, chunk["active"], 1.0)
         _, m = loss_fn(p, {**chunk, "active": active})
         weighted = {k: (value_w if k == "loss/value" else policy_w) * v for k, v in m.items() if k != "loss/total"}
-        total = (weighted["loss/policy"] - config.entropy_coef * weighted["loss/entropy"]
-                 + config.value_loss_coef * weighted["loss/value"])
+        total = combine(weighted["loss/policy"], weighted["loss/entropy"], weighted["loss/value"], config)
         return total, {**weighted, "loss/total": total}
 
     def body(acc, chunk):

@@ -26,9 +26,9 @@ Written for speed on XLA's CPU backend (same numbers; measured in
 observation LayerNorm's affine map is folded into the next layer's kernel;
 a token's embedding is gathered from the GELU-and-LayerNorm'd table; attention
 runs on ``[B * H, N, E]`` operands and the KV cache is stored that way, grown
-32 positions at a time while decoding; on a CPU ``evaluate`` works through the
-batch in chunks of about 2048 agent-tokens, recomputing each chunk's
-activations in the backward pass (``policy.in_batch_chunks``).
+32 positions at a time while decoding. (Keeping a minibatch's activations in
+cache is the trainer's job: it differentiates in micro-batches,
+``ppo.accumulated_loss_and_grad``.)
 
 Shapes: ``B`` batch, ``N`` agents, ``O`` observation size, ``A`` actions (or
 action dimensions), ``D`` embedding width, ``H`` heads, ``E = D // H``.
@@ -46,12 +46,10 @@ import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks import policy as policy_lib
-from jax_mat.networks.policy import Params
 
 RELU_GAIN = math.sqrt(2.0)
 HEAD_GAIN = 0.01
 LN_EPS = 1e-5
-EVAL_CHUNK_TOKENS_CPU = 2048  # MATConfig.eval_chunk_tokens=None on a CPU; see MATPolicy.evaluate
 DECODE_SEGMENT = 32  # act grows the KV caches this many positions at a time
 
 
@@ -547,13 +545,8 @@ class MATConfig:
     n_head: int = 1
     dec_actor: bool = False
     share_actor: bool = False
-    # ``evaluate`` works through the batch in chunks of about this many agent-tokens
-    # (``policy.in_batch_chunks``); 0 = never; None = 2048 on a CPU, off elsewhere.
-    eval_chunk_tokens: int | None = None
 
     def __post_init__(self):
-        if self.eval_chunk_tokens is not None and self.eval_chunk_tokens < 0:
-            raise ValueError(f"MAT eval_chunk_tokens must be >= 0 or None, got {self.eval_chunk_tokens}")
         for name in ("n_block", "n_embd", "n_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MAT {name} must be >= 1, got {getattr(self, name)}")
@@ -581,24 +574,6 @@ class MATPolicy(policy_lib.EncoderDecoderPolicy):
             dec_actor=config.dec_actor,
             share_actor=config.share_actor,
         )
-
-    def eval_chunk_rows(self) -> int | None:
-        """Batch rows per ``evaluate`` chunk, or ``None`` for the whole batch at once."""
-        tokens = self.config.eval_chunk_tokens
-        if tokens is None:
-            tokens = EVAL_CHUNK_TOKENS_CPU if jax.default_backend() == "cpu" else 0
-        return max(1, tokens // self.spec.n_agents) if tokens else None
-
-    def evaluate(self, params, obs, actions, avail):
-        batch = obs.shape[0]
-        policy_lib.check_obs(self.spec, obs)
-        policy_lib.check_actions(self.spec, actions, batch)
-        policy_lib.check_avail(self.spec, avail, batch)
-        rows = self.eval_chunk_rows()
-        whole = super().evaluate
-        if rows is None:
-            return whole(params, obs, actions, avail)
-        return policy_lib.in_batch_chunks(lambda o, a, m: whole(params, o, a, m), (obs, actions, avail), rows)
 
     def act(self, params, obs, avail, key, deterministic=False):
         batch = obs.shape[0]

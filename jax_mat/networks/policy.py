@@ -130,40 +130,6 @@ def next_token(spec: EnvSpec, action: jax.Array) -> jax.Array:
     return action + 1 if spec.discrete else action
 
 
-def in_batch_chunks(fn: Callable, args: Any, chunk: int, remat: bool = True) -> Any:
-    """``fn(*args)`` for arrays with a leading batch axis, computed ``chunk`` rows at a time.
-
-    The rows are split into equal chunks of at most ``chunk`` rows: the largest
-    divisor of ``batch`` if that is at least ``chunk / 2``, else
-    ``ceil(batch / k)`` rows with the last row repeated as padding (dropped
-    from the result). They are mapped with ``lax.map``; with ``remat`` each chunk's
-    activations are recomputed in the backward pass instead of stored. Every
-    row's result is the same as in one call, but the working set is one chunk:
-    on a CPU that keeps the activations in cache and the program's scratch
-    memory small, which is faster than the whole batch at once even with the
-    recomputation. ``None`` leaves in ``args`` pass through.
-    """
-    leaves = jax.tree.leaves(args)
-    batch = leaves[0].shape[0]
-    if chunk >= batch:
-        return fn(*args)
-    divisor = max(d for d in range(1, chunk + 1) if batch % d == 0)
-    if 2 * divisor >= chunk:
-        chunk = divisor
-    n_chunks = -(-batch // chunk)
-    chunk = -(-batch // n_chunks)
-    pad = n_chunks * chunk - batch
-
-    def split(x):
-        if pad:
-            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
-        return x.reshape(n_chunks, chunk, *x.shape[1:])
-
-    body = lambda chunk_args: fn(*chunk_args)
-    out = jax.lax.map(jax.checkpoint(body) if remat else body, jax.tree.map(split, args))
-    return jax.tree.map(lambda y: y.reshape(n_chunks * chunk, *y.shape[2:])[:batch], out)
-
-
 class EncoderDecoderPolicy:
     """What MAT and MARWKV share behind the ``Policy`` protocol.
 
