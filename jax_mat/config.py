@@ -9,9 +9,9 @@ A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
 3. section selectors from the overrides, in the order given: ``algo=mat_dec``
    loads ``configs/algo/mat_dec.yaml``, ``env=smax_3s5z`` loads
    ``configs/env/smax_3s5z.yaml``;
-4. when an override sets ``env.map``, the per-map file
-   ``configs/env/<env.name>_<env.map>.yaml`` if it exists (the report's per-map
-   epochs, clip and steps);
+4. when an override sets ``env.map`` (or ``env.task``), the per-map file
+   ``configs/env/<env.name>_<env.map>.yaml`` (``<env.name>_<env.task>.yaml``)
+   if it exists (the report's per-map epochs, clip and steps);
 5. the dotted overrides themselves (``algo.lr=1e-3 train.total_steps=2e6``), so
    a key given explicitly always beats a per-map or selected file.
 
@@ -50,20 +50,30 @@ RWKV_ALGOS = ("marwkv", "mat_rwkv")
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Which environment to train on."""
+    """Which environment to train on; each environment reads the fields it names below.
 
-    name: str = "smax"  # known: smax (later: mujoco, smac, isaac)
-    map: str = "3m"  # SMAX map name
+    ``jax_mat.envs.registry`` checks the fields against the environment
+    ``name`` (unknown maps, tasks or joints are errors here, before any jit).
+    """
+
+    name: str = "smax"  # known: see jax_mat.envs.registry.known_envs()
+    map: str = "3m"  # smax, smac: the map
+    task: str = ""  # mujoco: halfcheetah_6x1, ant_2x4, ...; isaac: a Bi-DexHands task
+    maps: tuple[str, ...] = ()  # smax_multi: the SMAX maps trained together
+    disabled_joints: tuple[str, ...] = ()  # mujoco: joints whose agents' actions are ignored (zero torque)
+    agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
 
     def __post_init__(self):
         from jax_mat.envs import registry
 
-        if self.name not in registry.known_envs():
-            raise ValueError(f"unknown environment {self.name!r} (env.name); known: {', '.join(registry.known_envs())}")
-        if self.name == "smax":
-            from jax_mat.envs.smax import check_smax_map
+        registry.check_env_config(self)
 
-            check_smax_map(self.map)
+    @property
+    def variant(self) -> str:
+        """What names the run's task: the map (smax, smac), the task (mujoco, isaac) or the map list."""
+        from jax_mat.envs import registry
+
+        return registry.env_variant(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +97,7 @@ class AlgoConfig:
     use_clipped_value_loss: bool = True
     use_value_active_masks: bool = True
     use_policy_active_masks: bool = True
+    use_proper_time_limits: bool = False  # bootstrap through time limits (MuJoCo); SMAC/SMAX: they are terminal
     n_block: int = 1
     n_embd: int = 64
     n_head: int = 1
@@ -163,7 +174,7 @@ class Config:
     algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     seed: int = 0
-    name: str = ""  # run name; "" -> f"{algo.name}-{env.name}-{env.map}"
+    name: str = ""  # run name; "" -> f"{algo.name}-{env.name}-{env.variant}"
 
     def __post_init__(self):
         if self.seed < 0:
@@ -182,11 +193,11 @@ class Config:
 
     @property
     def run_name(self) -> str:
-        """``name``, or ``"<algo>-<env>-<map>"`` when ``name`` is empty (``marwkv_v6``: RWKV versions other than 4)."""
+        """``name``, or ``"<algo>-<env>-<map or task>"`` when ``name`` is empty (``marwkv_v6``: RWKV versions other than 4)."""
         algo = self.algo.name
         if algo in RWKV_ALGOS and self.algo.rwkv_version != 4:
             algo = f"{algo}_v{self.algo.rwkv_version}"
-        return self.name or f"{algo}-{self.env.name}-{self.env.map}"
+        return self.name or f"{algo}-{self.env.name}-{self.env.variant}"
 
     @property
     def batch_size(self) -> int:
@@ -286,6 +297,9 @@ def _coerce(key: str, value: Any, typ: type, where: str = "") -> Any:
     elif typ is str:
         result = _as_str(value)
         expected = "a string"
+    elif typ == tuple[str, ...]:
+        result = _as_str_tuple(value)
+        expected = "a list of names such as [a, b] (or one name)"
     else:
         raise TypeError(f"config field {key} has unsupported type {typ}")
     if result is None:
@@ -326,6 +340,16 @@ def _as_float(value: Any) -> float | None:
     except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _as_str_tuple(value: Any) -> tuple[str, ...] | None:
+    """A tuple of strings from a list/tuple of names or one name (``bthigh`` -> ``("bthigh",)``); None otherwise."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")] if value.strip() else []
+    if not isinstance(value, (list, tuple)):
+        return None
+    names = tuple(_as_str(v) for v in value)
+    return None if any(n is None or not n for n in names) else names
 
 
 def _as_str(value: Any) -> str | None:
@@ -544,18 +568,20 @@ def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -
         flat.update(_load_file(_named_config_path(config_path)))
     for section, name in selectors:
         flat.update(_load_file(_section_file(section, name)))
-    if "env.map" in explicit:
-        env_name = explicit.get("env.name", flat.get("env.name", EnvConfig.name))
-        per_map = CONFIGS_DIR / "env" / f"{env_name}_{explicit['env.map']}.yaml"
-        if per_map.is_file():
-            flat.update(_load_file(per_map))
+    for variant_key in ("env.map", "env.task"):
+        if variant_key in explicit:
+            env_name = explicit.get("env.name", flat.get("env.name", EnvConfig.name))
+            per_variant = CONFIGS_DIR / "env" / f"{env_name}_{explicit[variant_key]}.yaml"
+            if per_variant.is_file():
+                flat.update(_load_file(per_variant))
     flat.update(explicit)
     return _build(flat)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """``cfg`` as nested plain data: ``{"env": {...}, "algo": {...}, "train": {...}, "seed": 0, "name": ""}``."""
-    return dataclasses.asdict(cfg)
+    """``cfg`` as nested plain data (tuples as lists): ``{"env": {...}, "algo": {...}, "train": {...}, "seed": 0, ...}``."""
+    return dataclasses.asdict(cfg, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v
+                                                                 for k, v in items})
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

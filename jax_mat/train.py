@@ -74,6 +74,18 @@ def _host_metrics(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update: int) -> str | None:
+    """What went non-finite in ``update`` (the environment first: a physics blow-up poisons the loss), or None."""
+    bad_steps = metrics.get("rollout/nonfinite_steps", 0.0)
+    if bad_steps:
+        first, last = (update - 1) * steps_per_update + 1, update * steps_per_update
+        return (f"the environment returned NaN/inf observations or rewards in update {update} "
+                f"({int(bad_steps)} of its env steps {first:,}-{last:,})")
+    if not math.isfinite(metrics["loss/total"]):
+        return f"NaN/inf in the loss at update {update}"
+    return None
+
+
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
     """Train (or continue) the run in ``run_dir``; returns the evaluation results."""
     import jax
@@ -107,10 +119,11 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             state, metrics = update(state)
             metrics = _host_metrics(metrics)
             done_updates += 1
-            if not math.isfinite(metrics["loss/total"]):
+            problem = _nonfinite_problem(metrics, done_updates, steps_per_update)
+            if problem:
                 last = checkpointer.latest_step()
                 raise TrainingError(
-                    f"NaN/inf in the loss at update {done_updates}; stopped. "
+                    f"{problem}; stopped. "
                     f"Last good checkpoint: {'none' if last is None else f'update {last}'} in {checkpointer.directory}"
                 )
             now = time.perf_counter()
@@ -153,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     minutes = (time.perf_counter() - start) / 60
     print(
-        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.map} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
+        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
         f"evaluation ({int(results['episodes'])} greedy episodes): win rate {results['win_rate']:.2f}, "
         f"mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"

@@ -21,7 +21,7 @@ def bench(map_name: str, n_envs: int, n_steps: int, repeats: int) -> tuple[float
     env = make_env("smax", map_name=map_name)
     key = jax.random.PRNGKey(0)
     state, timestep = jax.jit(jax.vmap(env.reset))(jax.random.split(key, n_envs))
-    rollout = make_rollout(env, n_envs, n_steps)
+    rollout = make_rollout(env, n_steps)
     start = time.perf_counter()
     state, timestep = jax.block_until_ready(rollout(state, timestep, key))
     compile_s = time.perf_counter() - start

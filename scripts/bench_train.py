@@ -22,7 +22,7 @@ import jax
 from jax_mat import config as config_lib
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
-from jax_mat.training.rollout import make_random_rollout
+from jax_mat.training import rollout as rollout_lib
 from jax_mat.training.runner import Trainer
 
 
@@ -48,8 +48,9 @@ def main(argv=None) -> int:
         state, _ = jax.block_until_ready(update(state))
         times.append(time.perf_counter() - t)
 
-    env_state, timestep = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(1), cfg.train.n_envs))
-    rollout = make_random_rollout(env, cfg.train.n_envs, cfg.train.episode_length)
+    env_state, timestep = jax.jit(rollout_lib.reset_envs, static_argnums=(0, 2))(env, jax.random.PRNGKey(1),
+                                                                               cfg.train.n_envs)
+    rollout = rollout_lib.make_random_rollout(env, cfg.train.episode_length)
     env_state, timestep = jax.block_until_ready(rollout(env_state, timestep, jax.random.PRNGKey(2)))
     env_times = []
     for i in range(args.updates):
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
 
     train_sps = steps / statistics.median(times)
     env_sps = steps / statistics.median(env_times)
-    print(f"{cfg.algo.name} on {cfg.env.name}:{cfg.env.map}, {cfg.train.n_envs} envs x {cfg.train.episode_length} steps, "
+    print(f"{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant}, {cfg.train.n_envs} envs x {cfg.train.episode_length} steps, "
           f"{cfg.algo.ppo_epochs} epochs x {cfg.algo.num_mini_batch} minibatches, backend {jax.default_backend()}")
     print(f"{'what':28s} {'env-steps/s':>12s}")
     print(f"{'training (rollout+update)':28s} {train_sps:12,.0f}")

@@ -108,6 +108,27 @@ def test_loss_and_network_configs_carry_the_algo_settings():
     assert (loss.clip, net.n_embd, net.n_head) == (0.2, 32, 2)
 
 
+def test_list_fields_accept_yaml_lists_single_names_and_round_trip(tmp_path):
+    from jax_mat.config import _coerce
+
+    key, typ = "env.disabled_joints", tuple[str, ...]
+    assert _coerce(key, ["bthigh", "ffoot"], typ) == ("bthigh", "ffoot")
+    assert _coerce(key, "bthigh", typ) == ("bthigh",)
+    assert _coerce(key, "bthigh, ffoot", typ) == ("bthigh", "ffoot")
+    assert _coerce(key, [], typ) == ()
+    with pytest.raises(ValueError, match=r"env.disabled_joints must be a list of names"):
+        _coerce(key, 3, typ)
+    with pytest.raises(ValueError, match=r"env.disabled_joints must be a list of names"):
+        _coerce(key, [["a"]], typ)
+
+
+def test_options_of_another_environment_are_refused():
+    with pytest.raises(ValueError, match=r"env.task does not apply to env.name=smax; it reads env.map"):
+        load_config(overrides=["env.task=halfcheetah_6x1"])
+    with pytest.raises(ValueError, match=r"env.disabled_joints does not apply to env.name=smax"):
+        load_config(overrides=["env.disabled_joints=[bthigh]"])
+
+
 def test_split_cli_args():
     split = config_lib.split_cli_args
     assert split([]) == (None, [])

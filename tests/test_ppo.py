@@ -27,6 +27,32 @@ def test_gae_matches_a_python_loop_with_episode_ends():
     np.testing.assert_allclose(ret, adv_ref + values, rtol=1e-5, atol=1e-5)
 
 
+def test_gae_with_proper_time_limits_bootstraps_through_the_limit():
+    """A time limit at step k splits the trajectory: the steps before it are scored as a rollout that stops
+    at k - 1 and bootstraps from V(s_{k-1}); step k - 1 itself (no next observation) gets advantage 0 and
+    its value as return; the steps after it are an independent rollout."""
+    rng = np.random.default_rng(3)
+    t, e, n, k = 9, 2, 3, 5
+    rewards = jnp.asarray(rng.normal(size=(t, e, n)), jnp.float32)
+    values = jnp.asarray(rng.normal(size=(t, e, n)), jnp.float32)
+    last = jnp.asarray(rng.normal(size=(e, n)), jnp.float32)
+    dones = np.zeros((t, e), bool)
+    dones[k - 1] = True
+    truncated = dones.copy()
+    gamma, lam = 0.9, 0.8
+    adv, ret = ppo.gae(rewards, values, jnp.asarray(dones), last, gamma, lam, jnp.asarray(truncated))
+    no_end = jnp.zeros((t, e), bool)
+    before, _ = ppo.gae(rewards[: k - 1], values[: k - 1], no_end[: k - 1], values[k - 1], gamma, lam)
+    after, _ = ppo.gae(rewards[k:], values[k:], no_end[k:], last, gamma, lam)
+    np.testing.assert_allclose(adv[: k - 1], before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(adv[k - 1], 0.0)
+    np.testing.assert_allclose(ret[k - 1], values[k - 1])
+    np.testing.assert_allclose(adv[k:], after, rtol=1e-5, atol=1e-6)
+    # Without proper time limits the same end is terminal: step k - 1 keeps r - V as its advantage.
+    terminal, _ = ppo.gae(rewards, values, jnp.asarray(dones), last, gamma, lam)
+    np.testing.assert_allclose(terminal[k - 1], rewards[k - 1] - values[k - 1], rtol=1e-5, atol=1e-6)
+
+
 def test_value_norm_matches_upstream_formulas():
     state = valuenorm.init()
     beta = 0.99999

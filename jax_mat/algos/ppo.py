@@ -110,6 +110,7 @@ def gae(
     last_values: jax.Array,
     gamma: float,
     gae_lambda: float,
+    truncated: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Generalised advantage estimation as a reverse scan.
 
@@ -119,20 +120,31 @@ def gae(
       dones: ``[T, ...]`` transition ``t`` ended its episode (no bootstrap
         through it; the next observation already belongs to a new episode).
       last_values: ``[..., N]`` value of the observation after the last step.
+      truncated: optional ``[T, ...]``, transition ``t`` ended its episode by a
+        time limit rather than by the task ("proper time limits"). Its own
+        target would need the value of the observation after the limit, which
+        auto-reset has replaced, so its advantage is 0 and its return its value
+        (the runner also drops it from the loss); every earlier transition
+        bootstraps from the observation it led to, as in an endless episode.
+        ``None``: time limits are terminal (upstream MAT on SMAC).
     Returns:
       advantages and returns (``advantages + values``), both ``[T, ..., N]``.
     """
     not_done = 1.0 - dones.astype(values.dtype)[..., None]
+    if truncated is None:
+        keep = jnp.ones_like(not_done)
+    else:
+        keep = 1.0 - truncated.astype(values.dtype)[..., None]
 
     def step(carry, x):
         next_adv, next_value = carry
-        reward, value, cont = x
+        reward, value, cont, kept = x
         delta = reward + gamma * next_value * cont - value
-        adv = delta + gamma * gae_lambda * cont * next_adv
+        adv = (delta + gamma * gae_lambda * cont * next_adv) * kept
         return (adv, value), adv
 
     init = (jnp.zeros_like(last_values), last_values)
-    _, advantages = jax.lax.scan(step, init, (rewards, values, not_done), reverse=True)
+    _, advantages = jax.lax.scan(step, init, (rewards, values, not_done, keep), reverse=True)
     return advantages, advantages + values
 
 

@@ -80,3 +80,25 @@ class MultiAgentEnv(Protocol):
     def step(self, key: chex.PRNGKey, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
         """``actions``: ``[N]`` int32 (discrete) or ``[N, A]`` float32 (continuous)."""
         ...
+
+
+class BatchedMultiAgentEnv(Protocol):
+    """An environment that steps a whole batch of environments in one call.
+
+    Host bridges (a pool of simulators in worker processes) implement this
+    instead of ``MultiAgentEnv``: an ordered host callback cannot be vmapped,
+    so the rollout (``training.rollout.reset_envs`` / ``step_envs``) calls
+    these once per step with ``E``-leading arrays rather than vmapping
+    ``reset``/``step``. ``step_batch`` auto-resets finished environments, with
+    the same ``Timestep`` semantics as ``envs.wrappers.AutoReset``.
+    """
+
+    spec: EnvSpec
+
+    def reset_batch(self, key: chex.PRNGKey, n_envs: int) -> tuple[Any, Timestep]:
+        """``n_envs`` fresh environments; every timestep field gains a leading ``[E]`` axis."""
+        ...
+
+    def step_batch(self, key: chex.PRNGKey, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
+        """``actions``: ``[E, N]`` int32 or ``[E, N, A]`` float32."""
+        ...

@@ -1,13 +1,21 @@
 """Building environments by name.
 
-``make_env("smax", map_name="3m")`` returns an auto-resetting
-``MultiAgentEnv``. Names and options are checked immediately, before anything
-is traced, and mistakes raise ``ValueError`` listing what is known.
-Environment modules are imported lazily: importing JaxMARL takes seconds.
+``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``)
+returns an auto-resetting ``MultiAgentEnv``. ``check_env_config`` checks an
+``EnvConfig`` against its environment (unknown maps, tasks, options) and runs
+when the config is built, before anything is traced; mistakes raise
+``ValueError`` listing what is known. Environment modules are imported lazily:
+importing JaxMARL or MJX takes seconds.
+
+Each environment registers one ``EnvEntry``: how to check a config, how to
+build from one, which config field names its variant (the map or the task)
+and which fields it reads (setting any other environment's field is an error,
+so ``env.task=...`` on SMAX does not pass silently).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from jax_mat.envs.base import MultiAgentEnv
@@ -30,14 +38,69 @@ def _make_smax(map_name: str | None = None, **options: Any) -> MultiAgentEnv:
     return AutoReset(smax.SmaxEnv(map_name, **options))
 
 
-_BUILDERS: dict[str, Callable[..., MultiAgentEnv]] = {
-    "smax": _make_smax,
+def _check_smax(env_config: Any) -> None:
+    from jax_mat.envs.smax import check_smax_map
+
+    check_smax_map(env_config.map)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvEntry:
+    """How the registry handles one environment name."""
+
+    check: Callable[[Any], None]  # EnvConfig -> None, raises ValueError
+    build: Callable[[Any], MultiAgentEnv]  # EnvConfig -> auto-resetting env
+    variant_field: str  # the EnvConfig field that names the run's task ("map", "task", "maps")
+    fields: tuple[str, ...]  # the EnvConfig fields this environment reads
+    make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
+
+
+_ENTRIES: dict[str, EnvEntry] = {
+    "smax": EnvEntry(
+        check=_check_smax,
+        build=lambda c: _make_smax(map_name=c.map),
+        variant_field="map",
+        fields=("map",),
+        make=_make_smax,
+    ),
 }
+
+# EnvConfig fields that select an environment's variant or options (``name`` aside).
+_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk")
 
 
 def known_envs() -> tuple[str, ...]:
-    """Environment names ``make_env`` accepts."""
-    return tuple(_BUILDERS)
+    """Environment names ``env.name`` and ``make_env`` accept."""
+    return tuple(_ENTRIES)
+
+
+def _entry(name: str) -> EnvEntry:
+    entry = _ENTRIES.get(name)
+    if entry is None:
+        raise ValueError(f"unknown environment {name!r} (env.name); known: {', '.join(known_envs())}")
+    return entry
+
+
+def check_env_config(env_config: Any) -> None:
+    """Raises ``ValueError`` unless ``env_config`` (an ``EnvConfig``) names a known environment and valid options.
+
+    Fields that another environment reads must keep their defaults.
+    """
+    entry = _entry(env_config.name)
+    defaults = {f.name: f.default for f in dataclasses.fields(env_config)}
+    for field in _OPTION_FIELDS:
+        if field not in entry.fields and getattr(env_config, field) != defaults[field]:
+            raise ValueError(
+                f"env.{field} does not apply to env.name={env_config.name}; it reads "
+                f"{', '.join('env.' + f for f in entry.fields) or 'no options'}"
+            )
+    entry.check(env_config)
+
+
+def env_variant(env_config: Any) -> str:
+    """The map or task a config names (``"3m"``, ``"halfcheetah_6x1"``), for run names."""
+    value = getattr(env_config, _entry(env_config.name).variant_field)
+    return "+".join(value) if isinstance(value, tuple) else str(value)
 
 
 def make_env(name: str, **options: Any) -> MultiAgentEnv:
@@ -52,14 +115,14 @@ def make_env(name: str, **options: Any) -> MultiAgentEnv:
       ValueError: unknown environment name or map (the message lists the
         known ones; MMM maps point to ``env=smac``).
     """
-    builder = _BUILDERS.get(name)
-    if builder is None:
+    entry = _ENTRIES.get(name)
+    if entry is None:
         raise ValueError(f"unknown environment {name!r}; known: {', '.join(known_envs())}")
-    return builder(**options)
+    if entry.make is None:
+        raise ValueError(f"environment {name!r} is built from a config: use make_env_from_config")
+    return entry.make(**options)
 
 
 def make_env_from_config(env_config: Any) -> MultiAgentEnv:
-    """Builds the environment an ``EnvConfig`` names."""
-    if env_config.name == "smax":
-        return make_env("smax", map_name=env_config.map)
-    return make_env(env_config.name)
+    """Builds the auto-resetting environment an ``EnvConfig`` names."""
+    return _entry(env_config.name).build(env_config)

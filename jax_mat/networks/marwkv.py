@@ -192,7 +192,7 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
         c = self.config
         return rwkv.initial_states(c.version, c.n_block, batch, c.n_embd, c.n_head)
 
-    def act(self, params, obs, avail, key, deterministic=False):
+    def act(self, params, obs, avail, key, deterministic=False, state=None):
         batch = obs.shape[0]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)

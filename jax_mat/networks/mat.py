@@ -575,7 +575,7 @@ class MATPolicy(policy_lib.EncoderDecoderPolicy):
             share_actor=config.share_actor,
         )
 
-    def act(self, params, obs, avail, key, deterministic=False):
+    def act(self, params, obs, avail, key, deterministic=False, state=None):
         batch = obs.shape[0]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)

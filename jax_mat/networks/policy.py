@@ -5,15 +5,17 @@ configuration; all its methods are pure functions of ``params`` and arrays,
 batched over environments:
 
 * ``init(key) -> params``
-* ``act(params, obs, avail, key, deterministic) -> (actions, logp, values)``
+* ``act(params, obs, avail, key, deterministic, state=None) -> (actions, logp, values)``
   samples (or takes the mode of) every agent's action, autoregressively for
   the sequence models.
-* ``evaluate(params, obs, actions, avail) -> (logp, entropy, values)``
+* ``evaluate(params, obs, actions, avail, state=None) -> (logp, entropy, values)``
   scores given actions in one teacher-forced pass.
-* ``value(params, obs) -> values``: the critic alone (bootstrap values).
+* ``value(params, obs, state=None) -> values``: the critic alone (bootstrap values).
 
-Shapes: ``obs`` ``[B, N, O]``; ``avail`` ``[B, N, A]`` (ignored for continuous
-actions, may be ``None``); ``actions`` ``[B, N]`` int32 (discrete) or
+Shapes: ``obs`` ``[B, N, O]``; ``state`` ``[B, S]`` the world state, read by
+centralised critics (MAPPO, HAPPO; ``None`` is refused there) and ignored by
+the MAT family, whose critic is the observation encoder; ``avail``
+``[B, N, A]`` (ignored for continuous actions, may be ``None``); ``actions`` ``[B, N]`` int32 (discrete) or
 ``[B, N, A]`` float32 (continuous); ``logp`` and ``entropy`` ``[B, N, K]`` with
 ``K = 1`` for discrete and ``K = A`` for continuous actions (upstream clips the
 ratio per action dimension); ``values`` ``[B, N]``.
@@ -39,14 +41,21 @@ class Policy(Protocol):
     def init(self, key: jax.Array) -> Params: ...
 
     def act(
-        self, params: Params, obs: jax.Array, avail: jax.Array | None, key: jax.Array, deterministic: bool = False
+        self,
+        params: Params,
+        obs: jax.Array,
+        avail: jax.Array | None,
+        key: jax.Array,
+        deterministic: bool = False,
+        state: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
 
     def evaluate(
-        self, params: Params, obs: jax.Array, actions: jax.Array, avail: jax.Array | None
+        self, params: Params, obs: jax.Array, actions: jax.Array, avail: jax.Array | None,
+        state: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
 
-    def value(self, params: Params, obs: jax.Array) -> jax.Array: ...
+    def value(self, params: Params, obs: jax.Array, state: jax.Array | None = None) -> jax.Array: ...
 
 
 def logp_dims(spec: EnvSpec) -> int:
@@ -148,8 +157,8 @@ class EncoderDecoderPolicy:
         shifted = jnp.repeat(start_tokens(self.spec, 1)[:, None], self.spec.n_agents, axis=1)
         return self.model.init(key, obs, shifted)
 
-    def value(self, params, obs):
-        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone)."""
+    def value(self, params, obs, state=None):
+        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone; ``state`` is unused)."""
         return self.model.apply(params, obs, method="encode")[0]
 
     def _dist(self, params, out, avail):
@@ -157,7 +166,7 @@ class EncoderDecoderPolicy:
             return heads.categorical(out, avail)
         return heads.gaussian(out, params["params"]["log_std"])
 
-    def evaluate(self, params, obs, actions, avail):
+    def evaluate(self, params, obs, actions, avail, state=None):
         batch = obs.shape[0]
         check_obs(self.spec, obs)
         check_actions(self.spec, actions, batch)

@@ -27,6 +27,7 @@ class Transition:
     """
 
     obs: jax.Array  # [E, N, O]
+    state: jax.Array  # [E, S] world state (the centralised critics' input)
     avail: jax.Array  # [E, N, A]
     active: jax.Array  # [E, N]
     actions: jax.Array  # [E, N] int32 or [E, N, A]
@@ -34,13 +35,29 @@ class Transition:
     values: jax.Array  # [E, N] (normalised scale)
     reward: jax.Array  # [E, N]
     done: jax.Array  # [E]
+    truncated: jax.Array  # [E] the episode ended by its time limit (or a restarted host env)
     won: jax.Array  # [E]
     episode_return: jax.Array  # [E]
     episode_length: jax.Array  # [E]
 
 
 def reset_envs(env: MultiAgentEnv, key: jax.Array, n_envs: int) -> tuple[Any, Timestep]:
+    """``n_envs`` fresh environments: ``[E, ...]`` states and timesteps.
+
+    An environment that steps a whole batch itself (a host bridge, see
+    ``envs.base.BatchedMultiAgentEnv``) is called once; any other is vmapped.
+    """
+    if hasattr(env, "reset_batch"):
+        return env.reset_batch(key, n_envs)
     return jax.vmap(env.reset)(jax.random.split(key, n_envs))
+
+
+def step_envs(env: MultiAgentEnv, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
+    """Steps ``[E, ...]`` environments with ``[E, N, ...]`` actions (once if batched, else vmapped)."""
+    if hasattr(env, "step_batch"):
+        return env.step_batch(key, state, actions)
+    n_envs = actions.shape[0]
+    return jax.vmap(env.step)(jax.random.split(key, n_envs), state, actions)
 
 
 def collect(
@@ -54,15 +71,15 @@ def collect(
     deterministic: bool = False,
 ) -> tuple[tuple[Any, Timestep], Transition]:
     """Run ``n_steps`` of every environment; returns the final state and ``[T, E, ...]`` transitions."""
-    n_envs = timestep.obs.shape[0]
 
     def step(carry, step_key):
         env_state, ts = carry
         act_key, env_key = jax.random.split(step_key)
-        actions, logp, values = policy.act(params, ts.obs, ts.avail, act_key, deterministic)
-        env_state, next_ts = jax.vmap(env.step)(jax.random.split(env_key, n_envs), env_state, actions)
+        actions, logp, values = policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
+        env_state, next_ts = step_envs(env, env_key, env_state, actions)
         transition = Transition(
             obs=ts.obs,
+            state=ts.state,
             avail=ts.avail,
             active=ts.active,
             actions=actions,
@@ -70,6 +87,7 @@ def collect(
             values=values,
             reward=next_ts.reward,
             done=next_ts.done,
+            truncated=next_ts.truncated,
             won=next_ts.won,
             episode_return=next_ts.episode_return,
             episode_length=next_ts.episode_length,
@@ -80,12 +98,15 @@ def collect(
 
 
 def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
-    """Means over the episodes that finished in ``traj`` (NaN if none did)."""
+    """Means over the episodes that finished in ``traj`` (NaN if none did), and the count of
+    environment steps whose observation or reward is not finite (physics blow-ups)."""
     done = traj.done.astype(jnp.float32)
     count = done.sum()
     safe = jnp.maximum(count, 1.0)
     nan_if_none = lambda x: jnp.where(count > 0, x, jnp.nan)
+    finite = lambda x: jnp.isfinite(x).reshape(x.shape[0], x.shape[1], -1).all(-1)  # [T, E]
     return {
+        "rollout/nonfinite_steps": (~(finite(traj.obs) & finite(traj.reward))).sum().astype(jnp.float32),
         "episodes": count,
         "episode/return": nan_if_none((traj.episode_return * done).sum() / safe),
         "episode/length": nan_if_none((traj.episode_length * done).sum() / safe),
@@ -93,15 +114,22 @@ def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
     }
 
 
-def make_random_rollout(env, n_envs: int, n_steps: int):
+def random_actions(spec, key: jax.Array, avail: jax.Array) -> jax.Array:
+    """Uniformly random actions for ``[E, N, A]`` ``avail``: a random available action ``[E, N]`` int32
+    (discrete), or ``[E, N, A]`` uniform in ``[-1, 1]`` (continuous)."""
+    if spec.discrete:
+        return jax.random.categorical(key, jnp.where(avail > 0, 0.0, -jnp.inf)).astype(jnp.int32)
+    return jax.random.uniform(key, avail.shape, minval=-1.0, maxval=1.0)
+
+
+def make_random_rollout(env, n_steps: int):
     """Jitted ``(state, timestep, key) -> (state, timestep)`` running ``n_steps`` random valid steps."""
 
     def body(carry, key):
         state, timestep = carry
         action_key, env_key = jax.random.split(key)
-        logits = jnp.where(timestep.avail > 0, 0.0, -jnp.inf)
-        actions = jax.random.categorical(action_key, logits).astype(jnp.int32)
-        return jax.vmap(env.step)(jax.random.split(env_key, n_envs), state, actions), None
+        actions = random_actions(env.spec, action_key, timestep.avail)
+        return step_envs(env, env_key, state, actions), None
 
     @jax.jit
     def rollout(state, timestep, key):

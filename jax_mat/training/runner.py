@@ -93,7 +93,9 @@ class Trainer:
 
     def _loss(self, params, vn, batch):
         a = self.config.algo
-        logp, entropy, values = self.policy.evaluate(params, batch["obs"], batch["actions"], batch["avail"])
+        logp, entropy, values = self.policy.evaluate(
+            params, batch["obs"], batch["actions"], batch["avail"], state=batch["state"]
+        )
         targets = valuenorm.normalize(vn, batch["returns"]) if a.use_valuenorm else batch["returns"]
         return ppo.ppo_loss(
             logp, entropy, values,
@@ -133,15 +135,20 @@ class Trainer:
         (env_state, timestep), traj = rollout.collect(
             self.env, self.policy, state.params, state.env_state, state.timestep, rollout_key, t.episode_length
         )
-        last_values = self.policy.value(state.params, timestep.obs)
+        last_values = self.policy.value(state.params, timestep.obs, state=timestep.state)
         vn = state.value_norm
+        truncated = traj.truncated if a.use_proper_time_limits else None
         advantages, returns = ppo.gae(
-            traj.reward, self._denorm(vn, traj.values), traj.done, self._denorm(vn, last_values), a.gamma, a.gae_lambda
+            traj.reward, self._denorm(vn, traj.values), traj.done, self._denorm(vn, last_values), a.gamma,
+            a.gae_lambda, truncated,
         )
-        advantages = ppo.normalize_advantages(advantages, traj.active)
+        # A transition that ran into a time limit has no next observation to bootstrap from (the
+        # environment has already reset): with proper time limits it leaves the loss altogether.
+        active = traj.active if truncated is None else traj.active * (1.0 - truncated[..., None])
+        advantages = ppo.normalize_advantages(advantages, active)
         rows = _flatten_rows({
-            "obs": traj.obs, "avail": traj.avail, "actions": traj.actions, "logp": traj.logp,
-            "values": traj.values, "active": traj.active, "advantages": advantages, "returns": returns,
+            "obs": traj.obs, "state": traj.state, "avail": traj.avail, "actions": traj.actions, "logp": traj.logp,
+            "values": traj.values, "active": active, "advantages": advantages, "returns": returns,
         })
         carry = (state.params, state.opt_state, vn)
         (params, opt_state, vn), losses = jax.lax.scan(
