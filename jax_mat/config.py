@@ -41,6 +41,7 @@ import yaml
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv")
 RWKV_ALGOS = ("marwkv", "mat_rwkv")
+DISTRIBUTED_MODES = ("auto", "on", "off")
 
 
 # --------------------------------------------------------------------------- #
@@ -158,12 +159,57 @@ class TrainConfig:
     log_every: int = 1  # updates between logged points
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     eval_episodes: int = 32
+    # Scale-out (jax_mat.training.distributed, docs/distributed.md): the environments are sharded over
+    # ``devices`` ("all" or a count; every process's devices in a multi-process run), parameters replicated.
+    devices: str = "1"
+    distributed: str = "auto"  # jax.distributed: auto (when an address or process count is given), on, off
+    coordinator_address: str = ""  # "host:port" of process 0; "" -> $JAX_COORDINATOR_ADDRESS or auto-detected
+    num_processes: int = 0  # 0 -> $JAX_NUM_PROCESSES or auto-detected
+    process_id: int = -1  # this process's own (never saved with the run); -1 -> $JAX_PROCESS_ID or auto-detected
 
     def __post_init__(self):
         _require_at_least_one(
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
             "eval_episodes",
         )  # fmt: skip
+        if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) >= 1):
+            raise ValueError(f"train.devices must be 'all' or a device count >= 1, got {self.devices!r}")
+        if self.device_count is not None and self.n_envs % self.device_count:
+            raise ValueError(
+                f"train.n_envs ({self.n_envs}) must be divisible by train.devices ({self.device_count}): "
+                f"the environments are split evenly over the devices"
+            )
+        if self.distributed not in DISTRIBUTED_MODES:
+            raise ValueError(
+                f"train.distributed must be one of {', '.join(DISTRIBUTED_MODES)}, got {self.distributed!r}"
+            )
+        if self.coordinator_address:
+            host, _, port = self.coordinator_address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"train.coordinator_address must be host:port (e.g. 10.0.0.1:1234), "
+                    f"got {self.coordinator_address!r}"
+                )
+        if self.num_processes < 0:
+            raise ValueError(f"train.num_processes must be >= 1 (or 0: from the environment), got {self.num_processes}")
+        if self.process_id < -1:
+            raise ValueError(f"train.process_id must be >= 0 (or -1: from the environment), got {self.process_id}")
+        if self.num_processes and self.process_id >= self.num_processes:
+            raise ValueError(
+                f"train.process_id ({self.process_id}) must be below train.num_processes ({self.num_processes}): "
+                f"process ids are 0..{self.num_processes - 1}"
+            )
+        launch = [f"train.{n}" for n, unset in (("coordinator_address", ""), ("num_processes", 0), ("process_id", -1))
+                  if getattr(self, n) != unset]
+        if self.distributed == "off" and launch:
+            raise ValueError(
+                f"train.distributed=off contradicts {', '.join(launch)}; drop them or use train.distributed=auto"
+            )
+
+    @property
+    def device_count(self) -> int | None:
+        """The devices asked for, or None for ``devices=all``."""
+        return None if self.devices == "all" else int(self.devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -562,6 +608,23 @@ def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -
         wrong type or out of range, an unknown algorithm, environment or map,
         a malformed override, or a missing or unreadable file.
     """
+    return _build(_layers(config_path, overrides))
+
+
+def load_train_config(config_path: str | None = None, overrides: Sequence[str] = (),
+                      saved: str | os.PathLike | None = None) -> TrainConfig:
+    """Only the ``train`` section of ``load_config(config_path, overrides)``, or with ``saved`` of
+    ``config_from_file(saved, overrides)``, checked on its own.
+
+    What a process needs to join a multi-process run, which must happen before anything starts
+    JAX's backends; building the other sections does (the environment checks import JaxMARL).
+    """
+    flat = _saved_layers(saved, overrides) if saved is not None else _layers(config_path, overrides)
+    return TrainConfig(**{k.partition(".")[2]: v for k, v in flat.items() if k.startswith("train.")})
+
+
+def _layers(config_path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """The flat typed layer ``load_config`` builds from."""
     selectors, explicit = _parse_overrides(overrides)
     flat = _load_file(CONFIGS_DIR / "default.yaml")
     if config_path is not None:
@@ -575,7 +638,7 @@ def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -
             if per_variant.is_file():
                 flat.update(_load_file(per_variant))
     flat.update(explicit)
-    return _build(flat)
+    return flat
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -612,10 +675,15 @@ def config_from_file(path: str | os.PathLike, overrides: Sequence[str] = ()) -> 
     ``algo=mat_dec`` are refused, since a resumed run keeps its algorithm and
     environment.
     """
+    return _build(_saved_layers(path, overrides))
+
+
+def _saved_layers(path: str | os.PathLike, overrides: Sequence[str]) -> dict[str, Any]:
+    """The flat typed layer ``config_from_file`` builds from."""
     selectors, explicit = _parse_overrides(overrides)
     if selectors:
         section, name = selectors[0]
         raise ValueError(f"cannot apply {section}={name} to the saved config {path}; only key=value overrides apply")
     flat = _load_file(Path(path))
     flat.update(explicit)
-    return _build(flat)
+    return flat

@@ -6,6 +6,11 @@ Examples::
     python -m jax_mat.train env.map=3s5z algo.lr=1e-3 train.total_steps=2e6 seed=3
     python -m jax_mat.train smax_2s3z --run-dir runs/mine
     python -m jax_mat.train --resume runs/mat-smax-3m-20261124-101500
+    python -m jax_mat.train train.devices=all                 # environments split over every device
+
+Several processes (hosts) run the same command, joined by ``jax.distributed``
+(``docs/distributed.md``); only process 0 writes the logs, the config and the
+evaluation, and every process takes part in each checkpoint.
 
 Every configuration error is reported before anything is compiled or
 written. A run directory holds ``config.yaml`` (the resolved config),
@@ -15,6 +20,7 @@ written. A run directory holds ``config.yaml`` (the resolved config),
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -92,31 +98,38 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
 
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
+    from jax_mat.training import distributed
     from jax_mat.training.checkpoint import Checkpointer
-    from jax_mat.training.logging import RunLogger, write_json_atomic
+    from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
 
+    mesh = distributed.mesh_from_config(cfg.train)
+    primary = distributed.is_primary()
     env = make_env_from_config(cfg.env)
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    training = distributed.shard_training(Trainer(cfg, env, make_policy(env.spec, cfg.algo)), mesh)
+    distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
-    key = jax.random.PRNGKey(cfg.seed)
-    init = jax.jit(trainer.init)
     if resume:
-        state = checkpointer.restore(jax.eval_shape(init, key))
+        state = checkpointer.restore(training.abstract_state)
     else:
-        os.makedirs(run_dir, exist_ok=True)
-        config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
-        state = init(key)
+        if primary:
+            os.makedirs(run_dir, exist_ok=True)
+            # A process id belongs to one process of one launch; a resumed run gets its own again.
+            saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
+            config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE))
+        state = training.init(jax.random.PRNGKey(cfg.seed))
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
     done_updates = int(state.update)
-    logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress)
-    update = jax.jit(trainer.update, donate_argnums=0)
+    if primary:
+        logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress)
+    else:
+        logger = NullLogger()
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = update(state)
+            state, metrics = training.update(state)
             metrics = _host_metrics(metrics)
             done_updates += 1
             problem = _nonfinite_problem(metrics, done_updates, steps_per_update)
@@ -135,22 +148,50 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             logger.advance(steps_per_update)
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
-        evaluate = jax.jit(trainer.evaluate, static_argnums=2)
-        results = {k: float(v) for k, v in jax.device_get(
-            evaluate(state.params, jax.random.PRNGKey(cfg.seed + 10_000), cfg.train.eval_episodes)).items()}
+        results = {k: float(v) for k, v in jax.device_get(training.evaluate(
+            state.params, jax.random.PRNGKey(cfg.seed + 10_000))).items()}
         results.update({"env_steps": total_updates * steps_per_update, "updates": total_updates,
-                        "deterministic": True})
+                        "deterministic": True, "devices": mesh.size, "processes": jax.process_count()})
         logger.log_eval(total_updates * steps_per_update, results)
-        write_json_atomic(os.path.join(run_dir, "eval.json"), results)
+        if primary:
+            write_json_atomic(os.path.join(run_dir, "eval.json"), results)
         return results
     finally:
         logger.close()
         checkpointer.close()
 
 
+def join_processes(args: argparse.Namespace) -> None:
+    """Starts ``jax.distributed`` when the ``train`` section or the environment asks for it.
+
+    It runs first, from the ``train`` section alone, because it must come before anything starts
+    JAX's backends (the environment checks of the full config do). ``ValueError`` on bad process
+    settings, or when several processes would each pick their own time-stamped run directory.
+    """
+    name, overrides = config_lib.split_cli_args(args.items)
+    if args.resume:
+        saved = os.path.join(args.resume, CONFIG_FILE)
+        if not os.path.isfile(saved):
+            return  # resolve() reports what is wrong with the run directory
+        train_config = config_lib.load_train_config(overrides=overrides, saved=saved)
+    else:
+        train_config = config_lib.load_train_config(name, overrides)
+    import jax
+
+    from jax_mat.training import distributed
+
+    distributed.initialize(distributed.process_group(train_config))
+    if jax.process_count() > 1 and not (args.run_dir or args.resume):
+        raise ValueError(
+            f"a run over {jax.process_count()} processes needs --run-dir (or --resume) naming one directory "
+            f"that every process can read and write"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        join_processes(args)
         cfg, run_dir, resume = resolve(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -165,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
+    from jax_mat.training import distributed
+
+    if not distributed.is_primary():
+        return 0
     print(
         f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
         f"evaluation ({int(results['episodes'])} greedy episodes): win rate {results['win_rate']:.2f}, "

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the whole ``RunnerState``, written atomically.
+"""Orbax checkpoints of the whole ``RunnerState``, written atomically, restorable on any device count.
 
 Orbax writes each step into a temporary directory and renames it into place
 once complete, so a process killed mid-save (even by SIGKILL) leaves the
@@ -35,6 +35,9 @@ class Checkpointer:
     def restore(self, template: Any, step: int | None = None) -> Any:
         """Restore into the structure, shapes and dtypes of ``template`` (e.g. ``jax.eval_shape(trainer.init, key)``).
 
+        Each array is placed as its template leaf's ``sharding`` says (``distributed.ShardedTraining.abstract_state``),
+        or on this process's first device when the leaf has none, whatever devices the checkpoint was written from.
+
         Raises ``ValueError`` naming the problem when there is no checkpoint,
         or when it does not fit (another network shape, environment or
         algorithm) or cannot be read.
@@ -42,7 +45,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise ValueError(f"no complete checkpoint in {self.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree.map(_restore_target, template)
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as err:
@@ -55,6 +58,14 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+    target = ocp.utils.to_shape_dtype_struct(leaf)
+    if target.sharding is None:
+        target = jax.ShapeDtypeStruct(target.shape, target.dtype,
+                                      sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    return target
 
 
 def _first_line(err: Exception) -> str:

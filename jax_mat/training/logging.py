@@ -1,4 +1,4 @@
-"""Where metrics go: TensorBoard event files, ``metrics.jsonl`` and a progress bar."""
+"""Where metrics go: TensorBoard event files, ``metrics.jsonl`` and a progress bar (from process 0 only)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,22 @@ class RunLogger:
         self.bar.close()
         self.writer.close()
         self.jsonl.close()
+
+
+class NullLogger:
+    """``RunLogger``'s interface writing nothing: the other processes of a multi-process run (process 0 logs)."""
+
+    def log(self, env_steps: int, metrics: Mapping[str, float], steps_per_s: float) -> None:
+        pass
+
+    def advance(self, env_steps: int) -> None:
+        pass
+
+    def log_eval(self, env_steps: int, results: Mapping[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def write_json_atomic(path: str, payload: Mapping) -> None:

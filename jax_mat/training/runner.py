@@ -15,7 +15,7 @@ computing the loss, clipping the global gradient norm and taking an Adam step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -68,6 +68,9 @@ class Trainer:
     config: Any  # jax_mat.config.Config
     env: MultiAgentEnv
     policy: Policy
+    # Places the shuffled ``[minibatches, rows, ...]`` on devices (``training.distributed`` splits the rows over
+    # them, so each device differentiates its own rows); None: wherever XLA puts them.
+    shard_minibatches: Callable[[Any], Any] | None = None
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
@@ -126,6 +129,8 @@ class Trainer:
         n_rows = jax.tree.leaves(rows)[0].shape[0]
         perm = jax.random.permutation(key, n_rows)
         shuffled = jax.tree.map(lambda x: x[perm].reshape((a.num_mini_batch, -1) + x.shape[1:]), rows)
+        if self.shard_minibatches is not None:
+            shuffled = self.shard_minibatches(shuffled)
         return jax.lax.scan(self._minibatch_step, carry, shuffled)
 
     def update(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
