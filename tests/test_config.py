@@ -267,3 +267,15 @@ def test_resume_overrides_single_keys_only(tmp_path):
     assert config_lib.config_from_file(path, ["train.total_steps=2e6"]).train.total_steps == 2_000_000
     with pytest.raises(ValueError, match="cannot apply algo=mat_dec"):
         config_lib.config_from_file(path, ["algo=mat_dec"])
+
+
+def test_train_section_alone_matches_the_full_config_without_building_the_others(tmp_path):
+    overrides = ["train.devices=all", "train.n_envs=8", "env.map=3s5z", "seed=3"]
+    assert config_lib.load_train_config(None, overrides) == load_config(overrides=overrides).train
+    # The other sections are not checked (their checks import JaxMARL, which starts JAX's backends).
+    assert config_lib.load_train_config(None, ["env.map=4m", "train.num_processes=2"]).num_processes == 2
+    path = tmp_path / "config.yaml"
+    config_lib.save_config(load_config(overrides=overrides), path)
+    assert config_lib.load_train_config(overrides=["train.devices=2"], saved=path).devices == "2"
+    with pytest.raises(ValueError, match="train.devices must be 'all' or a device count"):
+        config_lib.load_train_config(None, ["train.devices=some"])

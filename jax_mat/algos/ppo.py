@@ -181,7 +181,9 @@ def accumulated_loss_and_grad(loss_fn, params, batch: dict, config: LossConfig, 
     if not micro_rows:
         return jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
     rows = batch["active"].shape[0]
-    micro = jax.tree.map(lambda x: x.reshape(rows // micro_rows, micro_rows, *x.shape[1:]), batch)
+    # Micro-batch i holds rows i, i + n, i + 2n, ... (n micro-batches): rows split over devices in contiguous
+    # blocks (training.distributed) then give each micro-batch its share of every device's rows, no exchange.
+    micro = jax.tree.map(lambda x: x.reshape(micro_rows, rows // micro_rows, *x.shape[1:]).swapaxes(0, 1), batch)
 
     def masks(active):
         ones = jnp.ones_like(active)
