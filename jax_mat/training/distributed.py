@@ -133,7 +133,7 @@ def _parse_address(text: str) -> str | None:
 def initialize(group: ProcessGroup | None) -> None:
     """Starts ``jax.distributed`` for ``group`` (nothing for None or when already started).
 
-    Must run before anything else touches JAX's devices; it returns once every process has joined.
+    Must run before anything touches JAX's devices (``jax.distributed`` refuses otherwise).
     """
     if group is None or jax.distributed.is_initialized():
         return
