@@ -39,8 +39,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv")
+KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv", "mappo", "happo")
 RWKV_ALGOS = ("marwkv", "mat_rwkv")
+MLP_ALGOS = ("mappo", "happo")
 
 
 # --------------------------------------------------------------------------- #
@@ -80,7 +81,7 @@ class EnvConfig:
 class AlgoConfig:
     """Algorithm, PPO and network settings (upstream MAT on SMAC, report Tables 1-3)."""
 
-    name: str = "mat"  # known: mat, mat_dec, marwkv, mat_rwkv (MAT encoder + RWKV decoder)
+    name: str = "mat"  # known: mat, mat_dec, marwkv, mat_rwkv (MAT encoder + RWKV decoder), mappo, happo
     lr: float = 5e-4
     opti_eps: float = 1e-5
     ppo_epochs: int = 10
@@ -99,11 +100,12 @@ class AlgoConfig:
     use_policy_active_masks: bool = True
     use_proper_time_limits: bool = False  # bootstrap through time limits (MuJoCo); SMAC/SMAX: they are terminal
     n_block: int = 1
-    n_embd: int = 64
+    n_embd: int = 64  # the hidden width (MAPPO/HAPPO: of each MLP layer)
     n_head: int = 1
     dec_actor: bool = False  # True for mat_dec
-    share_actor: bool = False
+    share_actor: bool = False  # mat_dec: one actor MLP for all agents
     rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
+    mlp_layers: int = 2  # mappo, happo: hidden layers of the actor and critic MLPs
 
     def __post_init__(self):
         if self.name not in KNOWN_ALGOS:
@@ -117,7 +119,12 @@ class AlgoConfig:
         _require_positive("algo", self, "lr", "opti_eps", "clip", "max_grad_norm", "huber_delta")
         _require_non_negative("algo", self, "entropy_coef", "value_loss_coef")
         _require_unit_interval("algo", self, "gamma", "gae_lambda")
-        _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head")
+        _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head", "mlp_layers")
+        if self.share_actor and self.name != "mat_dec":
+            raise ValueError(
+                f"algo.share_actor applies to mat_dec only, not {self.name} "
+                "(mappo always shares one actor, happo always has one per agent)"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(f"algo.n_embd ({self.n_embd}) must be divisible by algo.n_head ({self.n_head})")
         if self.rwkv_version not in (4, 5, 6):
@@ -132,7 +139,13 @@ class AlgoConfig:
         return _project(self, LossConfig)
 
     def network_config(self):
-        """The network's settings: ``MATConfig`` (mat, mat_dec) or ``MARWKVConfig`` (marwkv, mat_rwkv)."""
+        """The network's settings: ``MATConfig`` (mat, mat_dec), ``MARWKVConfig`` (marwkv, mat_rwkv) or
+        ``MLPConfig`` (mappo, happo)."""
+        if self.name in MLP_ALGOS:
+            from jax_mat.networks.mlp import MLPConfig
+
+            mappo = self.name == "mappo"
+            return MLPConfig(hidden=self.n_embd, n_layers=self.mlp_layers, share_actor=mappo, agent_critic=mappo)
         if self.name in RWKV_ALGOS:
             from jax_mat.networks.marwkv import MARWKVConfig
 

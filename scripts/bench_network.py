@@ -44,7 +44,7 @@ from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.networks.policy import Policy
-from jax_mat.training.runner import grad_accumulation_tokens
+from jax_mat.algos.learner import grad_accumulation_tokens
 
 # (n_agent, obs_dim, action_dim, n_envs, minibatch): 3m, 3s5z and 25m sized, then two large synthetic ones.
 CASES = [
