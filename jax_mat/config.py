@@ -15,6 +15,12 @@ A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
 5. the dotted overrides themselves (``algo.lr=1e-3 train.total_steps=2e6``), so
    a key given explicitly always beats a per-map or selected file.
 
+Between 1 and 2 sits the algorithm's settings for the environment's domain,
+``configs/algo/<env.name>/<algo.name>.yaml`` if it exists (the report's
+per-domain settings, such as MARWKV's learning rate on SMAC, Table 2), with
+``env.name`` and ``algo.name`` as the later layers set them: any file the run
+names, and any explicit key, beats it.
+
 A YAML file may ``include:`` other files (a path or a list of paths, relative to
 ``configs/`` or else to the including file); the including file's own keys win
 over its includes, and a later include wins over an earlier one.
@@ -171,11 +177,12 @@ class TrainConfig:
     log_every: int = 1  # updates between logged points
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     eval_episodes: int = 32
+    seeds: int = 1  # independent runs with seeds seed, seed + 1, ... trained as one vmapped program
 
     def __post_init__(self):
         _require_at_least_one(
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
-            "eval_episodes",
+            "eval_episodes", "seeds",
         )  # fmt: skip
 
 
@@ -576,19 +583,37 @@ def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -
         a malformed override, or a missing or unreadable file.
     """
     selectors, explicit = _parse_overrides(overrides)
-    flat = _load_file(CONFIGS_DIR / "default.yaml")
+    layers = []
     if config_path is not None:
-        flat.update(_load_file(_named_config_path(config_path)))
+        layers.append(_load_file(_named_config_path(config_path)))
     for section, name in selectors:
-        flat.update(_load_file(_section_file(section, name)))
+        layers.append(_load_file(_section_file(section, name)))
     for variant_key in ("env.map", "env.task"):
         if variant_key in explicit:
-            env_name = explicit.get("env.name", flat.get("env.name", EnvConfig.name))
+            env_name = _current("env.name", EnvConfig.name, *layers, explicit)
             per_variant = CONFIGS_DIR / "env" / f"{env_name}_{explicit[variant_key]}.yaml"
             if per_variant.is_file():
-                flat.update(_load_file(per_variant))
-    flat.update(explicit)
+                layers.append(_load_file(per_variant))
+    layers.append(explicit)
+    # The algorithm's per-domain settings sit just above the defaults: every file the run names, and
+    # every explicit key, still beats them.
+    env_name = _current("env.name", EnvConfig.name, *layers)
+    algo_name = _current("algo.name", AlgoConfig.name, *layers)
+    domain_algo = CONFIGS_DIR / "algo" / env_name / f"{algo_name}.yaml"
+    flat = _load_file(CONFIGS_DIR / "default.yaml")
+    if domain_algo.is_file():
+        flat.update(_load_file(domain_algo))
+    for layer in layers:
+        flat.update(layer)
     return _build(flat)
+
+
+def _current(key: str, default: Any, *layers: Mapping[str, Any]) -> Any:
+    """``key``'s value in the last layer that sets it (else ``default``)."""
+    for layer in reversed(layers):
+        if key in layer:
+            return layer[key]
+    return default
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="an optional config name or YAML path, then dotted overrides")
     parser.add_argument("--run-dir", help="where to write the run (default runs/<name>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="train N independent seeds (seed, seed + 1, ...) as one vmapped program (= train.seeds=N)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -46,6 +48,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     """The config, the run directory and whether it resumes; raises ``ValueError`` on bad input."""
     name, overrides = config_lib.split_cli_args(args.items)
+    if args.seeds is not None:
+        if args.resume:
+            raise ValueError("--seeds cannot change on --resume: a run keeps its seeds")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        overrides = [*overrides, f"train.seeds={args.seeds}"]
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")
@@ -68,12 +76,6 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     return cfg, run_dir, False
 
 
-def _host_metrics(metrics) -> dict[str, float]:
-    import jax
-
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update: int) -> str | None:
     """What went non-finite in ``update`` (the environment first: a physics blow-up poisons the loss), or None."""
     bad_steps = metrics.get("rollout/nonfinite_steps", 0.0)
@@ -86,40 +88,58 @@ def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update:
     return None
 
 
+def _sweep_problem(per_seed: list[dict[str, float]], update: int, steps_per_update: int) -> str | None:
+    """The first seed's non-finite problem, naming the seed in a sweep."""
+    for seed, metrics in enumerate(per_seed):
+        problem = _nonfinite_problem(metrics, update, steps_per_update)
+        if problem:
+            return problem if len(per_seed) == 1 else f"seed {seed}: {problem}"
+    return None
+
+
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
-    """Train (or continue) the run in ``run_dir``; returns the evaluation results."""
+    """Train (or continue) the run in ``run_dir``; returns the evaluation results.
+
+    With ``train.seeds = S > 1`` the ``S`` seeds (``seed + k``) train as one
+    ``jax.vmap``-ped program whose state (and checkpoint) holds every seed.
+    """
     import jax
 
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
+    from jax_mat.training import sweep
     from jax_mat.training.checkpoint import Checkpointer
     from jax_mat.training.logging import RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
 
     env = make_env_from_config(cfg.env)
     trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    n_seeds = cfg.train.seeds
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
-    key = jax.random.PRNGKey(cfg.seed)
-    init = jax.jit(trainer.init)
     if resume:
-        state = checkpointer.restore(jax.eval_shape(init, key))
+        state = checkpointer.restore(sweep.state_template(trainer))
     else:
         os.makedirs(run_dir, exist_ok=True)
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
-        state = init(key)
+        state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
+    # Wait for whole programs before reading any of their outputs: on the CPU, reading one output of a
+    # still-running program (here the update counter of init) can hang jaxlib 0.10.2 (seen with HAPPO).
+    state = jax.block_until_ready(state)
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
-    done_updates = int(state.update)
-    logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress)
-    update = jax.jit(trainer.update, donate_argnums=0)
+    done_updates = int(jax.device_get(state.update).max())
+    logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress,
+                       n_seeds=n_seeds)
+    update = jax.jit(sweep.over_seeds(trainer.update, n_seeds), donate_argnums=0)
+    per_seed = lambda tree: sweep.split_seeds(tree, n_seeds)
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = update(state)
-            metrics = _host_metrics(metrics)
+            state, metrics = jax.block_until_ready(update(state))
+            metrics = per_seed(metrics)
             done_updates += 1
-            problem = _nonfinite_problem(metrics, done_updates, steps_per_update)
+            problem = _sweep_problem(metrics, done_updates, steps_per_update)
             if problem:
                 last = checkpointer.latest_step()
                 raise TrainingError(
@@ -127,7 +147,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
                     f"Last good checkpoint: {'none' if last is None else f'update {last}'} in {checkpointer.directory}"
                 )
             now = time.perf_counter()
-            sps = steps_per_update / max(now - tick, 1e-9)
+            sps = n_seeds * steps_per_update / max(now - tick, 1e-9)
             tick = now
             env_steps = done_updates * steps_per_update
             if done_updates % cfg.train.log_every == 0 or done_updates == total_updates:
@@ -135,14 +155,12 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             logger.advance(steps_per_update)
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
-        evaluate = jax.jit(trainer.evaluate, static_argnums=2)
-        results = {k: float(v) for k, v in jax.device_get(
-            evaluate(state.params, jax.random.PRNGKey(cfg.seed + 10_000), cfg.train.eval_episodes)).items()}
-        results.update({"env_steps": total_updates * steps_per_update, "updates": total_updates,
-                        "deterministic": True})
+        results = sweep.evaluate_seeds(trainer, state.params, cfg.seed + 10_000, cfg.train.eval_episodes)
         logger.log_eval(total_updates * steps_per_update, results)
-        write_json_atomic(os.path.join(run_dir, "eval.json"), results)
-        return results
+        summary = sweep.summarize(results, {"env_steps": total_updates * steps_per_update, "updates": total_updates,
+                                            "seeds": n_seeds, "deterministic": True})
+        write_json_atomic(os.path.join(run_dir, "eval.json"), summary)
+        return summary
     finally:
         logger.close()
         checkpointer.close()
@@ -165,10 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
+    seeds = results["seeds"]
+    over = f"{int(results['episodes'])} greedy episodes" + (f", mean over {seeds} seeds" if seeds > 1 else "")
     print(
-        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
-        f"evaluation ({int(results['episodes'])} greedy episodes): win rate {results['win_rate']:.2f}, "
-        f"mean return {results['mean_return']:.2f}\n"
+        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps"
+        f"{f' x {seeds} seeds' if seeds > 1 else ''} in {minutes:.1f} min\n"
+        f"evaluation ({over}): win rate {results['win_rate']:.2f}, mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"
     )
     return 0

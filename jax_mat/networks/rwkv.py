@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax_mat.networks import initializers
 from jax_mat.ops import wkv as wkv_ops
 
 VERSIONS = (4, 5, 6)
@@ -136,7 +137,7 @@ def _rwkv_orthogonal(key, shape, dtype=jnp.float32):
     """RWKV's Linear init: orthogonal, gain ``sqrt(out / in)`` when widening."""
     d_in, d_out = shape
     gain = math.sqrt(d_out / d_in) if d_out > d_in else 1.0
-    return nn.initializers.orthogonal(scale=gain)(key, shape, dtype)
+    return initializers.orthogonal(gain)(key, shape, dtype)
 
 
 _TORCH_DEFAULT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # U(+-1/sqrt(in))
