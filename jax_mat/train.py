@@ -122,9 +122,6 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
         os.makedirs(run_dir, exist_ok=True)
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
         state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
-    # Wait for whole programs before reading any of their outputs: on the CPU, reading one output of a
-    # still-running program (here the update counter of init) can hang jaxlib 0.10.2 (seen with HAPPO).
-    state = jax.block_until_ready(state)
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
@@ -136,7 +133,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = jax.block_until_ready(update(state))
+            state, metrics = update(state)
             metrics = per_seed(metrics)
             done_updates += 1
             problem = _sweep_problem(metrics, done_updates, steps_per_update)

@@ -74,8 +74,7 @@ def evaluate_seeds(trainer, params: Any, base_seed: int, n_episodes: int) -> lis
     """Greedy evaluation of each seed's ``params`` (keys ``PRNGKey(base_seed + k)``), one dict per seed."""
     n_seeds = trainer.config.train.seeds
     evaluate = jax.jit(over_seeds(lambda p, k: trainer.evaluate(p, k, n_episodes), n_seeds))
-    # Wait for the whole program before reading any output (see train.run).
-    return split_seeds(jax.block_until_ready(evaluate(params, run_keys(base_seed, n_seeds))), n_seeds)
+    return split_seeds(evaluate(params, run_keys(base_seed, n_seeds)), n_seeds)
 
 
 def summarize(per_seed: Sequence[Mapping[str, float]], extra: Mapping[str, Any]) -> dict[str, Any]:
