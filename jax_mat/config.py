@@ -111,6 +111,7 @@ class AlgoConfig:
     dec_actor: bool = False  # True for mat_dec
     share_actor: bool = False  # mat_dec: one actor MLP for all agents
     rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
+    wkv_impl: str = "auto"  # marwkv, mat_rwkv: the WKV operator (jax_mat.ops.wkv.IMPLS; auto: Pallas on a GPU)
     mlp_layers: int = 2  # mappo, happo: hidden layers of the actor and critic MLPs
 
     def __post_init__(self):
@@ -137,6 +138,14 @@ class AlgoConfig:
             raise ValueError(f"algo.rwkv_version must be 4, 5 or 6, got {self.rwkv_version!r}")
         if self.name in RWKV_ALGOS:
             self.network_config()  # the network's own checks (e.g. v6's minimum width), before any jit
+            if self.wkv_impl == "pallas":
+                import jax
+
+                if jax.default_backend() != "gpu":
+                    raise ValueError(
+                        f"algo.wkv_impl=pallas needs a GPU (the default backend is {jax.default_backend()}); "
+                        "use algo.wkv_impl=scan or auto"
+                    )
 
     def loss_config(self):
         """The PPO objective's settings as ``jax_mat.algos.ppo.LossConfig``."""
@@ -161,6 +170,7 @@ class AlgoConfig:
                 n_embd=self.n_embd,
                 n_head=self.n_head,
                 hybrid=self.name == "mat_rwkv",
+                wkv_impl=self.wkv_impl,
             )
         from jax_mat.networks.mat import MATConfig
 

@@ -202,6 +202,8 @@ def test_per_map_files_load_and_validate(smax_map):
         (["algo=mapo"], "unknown algorithm 'mapo' (algo=mapo); did you mean 'mappo'? known: happo, mappo, marwkv,"),
         (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec, marwkv, mat_rwkv, mappo, happo"),
         (["algo=marwkv", "algo.rwkv_version=7"], "algo.rwkv_version must be 4, 5 or 6, got 7"),
+        (["algo=marwkv", "algo.wkv_impl=cuda"], "unknown WKV impl 'cuda'; allowed: 'scan', 'pallas'"),
+        (["algo=marwkv", "algo.wkv_impl=pallas"], "algo.wkv_impl=pallas needs a GPU (the default backend is cpu)"),
         (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
         (["env.name=mujoco"], "unknown environment 'mujoco' (env.name); known: smax"),
         (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),

@@ -16,6 +16,9 @@ CHECKS = [
     ("smax_2s3z", [], 0.8),                # issue 3: MAT, 3M env steps
     ("smax_3m", ["algo=marwkv"], 0.9),     # issue 4: MARWKV v4 (lr 1e-3), 1M env steps
     ("smax_3m", ["algo=mat_rwkv"], 0.9),   # issue 4: MAT encoder + RWKV decoder, 1M env steps
+    ("smax_3m", ["algo=mappo"], 0.8),      # issue 6: MAPPO, 1M env steps
+    ("smax_3m", ["algo=happo"], 0.8),      # issue 6: HAPPO, 1M env steps
+    ("smax_3m", ["algo=mat_dec"], 0.8),    # issue 6: MAT-Dec, 1M env steps
 ]
 
 
