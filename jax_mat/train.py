@@ -15,6 +15,7 @@ written. A run directory holds ``config.yaml`` (the resolved config),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import os
@@ -23,6 +24,7 @@ import time
 from typing import Sequence
 
 from jax_mat import config as config_lib
+from jax_mat.host.pool import HostEnvFailure
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -86,10 +88,28 @@ def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update:
     return None
 
 
+@contextlib.contextmanager
+def _host_errors_reported(env):
+    """Turns a host environment's error inside a jitted call (which JAX wraps in a runtime error) back into
+    itself: ``HostEnvError`` (bad output, a ``ValueError``) or ``HostEnvFailure`` (a worker that keeps failing)."""
+    import jax
+
+    from jax_mat.envs.host_bridge import host_error
+
+    try:
+        yield
+    except jax.errors.JaxRuntimeError:
+        error = host_error(env)
+        if error is None:
+            raise
+        raise error from None
+
+
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
     """Train (or continue) the run in ``run_dir``; returns the evaluation results."""
     import jax
 
+    from jax_mat.envs.host_bridge import host_metrics
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training.checkpoint import Checkpointer
@@ -106,7 +126,8 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     else:
         os.makedirs(run_dir, exist_ok=True)
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
-        state = init(key)
+        with _host_errors_reported(env):
+            state = init(key)
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
@@ -116,8 +137,10 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = update(state)
-            metrics = _host_metrics(metrics)
+            with _host_errors_reported(env):
+                state, metrics = update(state)
+                metrics = _host_metrics(metrics)
+            metrics.update(host_metrics(env))
             done_updates += 1
             problem = _nonfinite_problem(metrics, done_updates, steps_per_update)
             if problem:
@@ -136,8 +159,9 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
         evaluate = jax.jit(trainer.evaluate, static_argnums=2)
-        results = {k: float(v) for k, v in jax.device_get(
-            evaluate(state.params, jax.random.PRNGKey(cfg.seed + 10_000), cfg.train.eval_episodes)).items()}
+        with _host_errors_reported(env):
+            results = {k: float(v) for k, v in jax.device_get(
+                evaluate(state.params, jax.random.PRNGKey(cfg.seed + 10_000), cfg.train.eval_episodes)).items()}
         results.update({"env_steps": total_updates * steps_per_update, "updates": total_updates,
                         "deterministic": True})
         logger.log_eval(total_updates * steps_per_update, results)
@@ -146,6 +170,9 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     finally:
         logger.close()
         checkpointer.close()
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()  # a host bridge's worker processes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, HostEnvFailure) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60

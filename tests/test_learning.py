@@ -16,6 +16,7 @@ CHECKS = [
     ("smax_2s3z", [], 0.8),                # issue 3: MAT, 3M env steps
     ("smax_3m", ["algo=marwkv"], 0.9),     # issue 4: MARWKV v4 (lr 1e-3), 1M env steps
     ("smax_3m", ["algo=mat_rwkv"], 0.9),   # issue 4: MAT encoder + RWKV decoder, 1M env steps
+    ("smac_standin_3m", [], 0.8),          # issue 8: MAT through the SMAC host bridge (SMAX 3m stand-in), 1M
 ]
 
 
