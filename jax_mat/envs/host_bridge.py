@@ -194,6 +194,13 @@ class HostBridgeEnv:
         metrics["bridge/adopted_pools"] = float(self._adopted)
         return metrics
 
+    def pool_of(self, state: BridgeState) -> HostEnvPool:
+        """The pool that steps ``state``'s environments (for host-side use: benchmarks, inspection)."""
+        nonce, slot, _ = (int(x) for x in np.asarray(state.handle))
+        if nonce != self._nonce or slot not in self._pools:
+            raise ValueError(f"{self.name}: this state's pool lives in another process or has not started")
+        return self._pools[slot]
+
     def close(self) -> None:
         """Stops every worker process (also done when the environment is garbage-collected or at exit)."""
         self._finalizer()
@@ -249,7 +256,7 @@ class HostBridgeEnv:
     def _adopt(self, handle: np.ndarray, n_envs: int) -> tuple[int, dict[str, np.ndarray]]:
         """A pool for a state from another process (a resumed run): every episode ends truncated."""
         slot = self._allocate_slot()
-        seed = int(np.uint32(hash(tuple(int(x) for x in handle))) % (2**31 - 1))
+        seed = hash(tuple(int(x) for x in handle)) % (2**31 - 1)
         arrays = self._pool(slot, n_envs, seed).reset()
         self._generations[slot] = 1
         self._adopted += 1

@@ -347,8 +347,7 @@ class HostEnvPool:
         try:
             kind, payload = worker.conn.recv()
         except (EOFError, OSError):
-            code = worker.process.poll() if worker.process is not None else None
-            raise _WorkerFailed("crash", f"the worker process exited (code {code})") from None
+            raise _WorkerFailed("crash", f"the worker process exited (code {_exit_code(worker.process)})") from None
         if kind == "crash":
             raise _WorkerFailed("crash", _last_line(payload))
         return kind, unpack(payload) if kind == "ok" else payload
@@ -426,6 +425,16 @@ class HostEnvPool:
     def _concatenate(self, parts: dict[int, dict[str, np.ndarray]], fields: Mapping[str, Any]) -> dict[str, np.ndarray]:
         ordered = [parts[w.index] for w in self._workers]
         return {f: np.concatenate([p[f] for p in ordered], axis=0) for f in fields}
+
+
+def _exit_code(process: subprocess.Popen | None) -> int | None:
+    """The exit code of a process whose socket just closed (it may take a moment to be reaped)."""
+    if process is None:
+        return None
+    try:
+        return process.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _last_line(text: str) -> str:

@@ -23,7 +23,9 @@ OBS_DIM, STATE_DIM = 4, 3
 
 
 class StarCraft2Env:
-    """SMAC-API game with optional faults (each ``*_at``/``*_every`` is a step count; 0 = never)."""
+    """SMAC-API game with optional faults (each ``*_at``/``*_every`` is a step count, 0 = never;
+    ``nan_in_reset`` puts a NaN in the first observation, only in the environment built with seed ``nan_seed``
+    if that is >= 0; ``crash_on_build`` exits in the constructor)."""
 
     def __init__(
         self,
@@ -37,7 +39,9 @@ class StarCraft2Env:
         hang_at: int = 0,
         raise_at: int = 0,
         nan_at: int = 0,
+        nan_seed: int = -1,
         bad_shape_at: int = 0,
+        nan_in_reset: bool = False,
         crash_on_build: bool = False,
     ):
         if map_name != "count":
@@ -51,6 +55,8 @@ class StarCraft2Env:
         self.win_after = win_after
         self.faults = dict(crash_every=crash_every, hang_at=hang_at, raise_at=raise_at, nan_at=nan_at,
                            bad_shape_at=bad_shape_at)
+        self.nan_in_reset = nan_in_reset
+        self.nan_seed = nan_seed
         self._seed = 0 if seed is None else int(seed)
         self._t = 0
         self._steps_since_built = 0
@@ -86,7 +92,8 @@ class StarCraft2Env:
         size = OBS_DIM + 1 if self.faults["bad_shape_at"] and n == self.faults["bad_shape_at"] else OBS_DIM
         obs = [np.array([i, self._t, self._seed % 97, 1.0][:size] + [0.0] * (size - OBS_DIM), np.float32)
                for i in range(self.n_agents)]
-        if self.faults["nan_at"] and n == self.faults["nan_at"]:
+        nan_here = self.nan_seed < 0 or self.nan_seed == self._seed
+        if nan_here and ((self.faults["nan_at"] and n == self.faults["nan_at"]) or (self.nan_in_reset and n == 0)):
             obs[-1][1] = np.nan
         return obs
 
@@ -98,3 +105,14 @@ class StarCraft2Env:
 
     def close(self):
         pass
+
+
+# Presets for the command line, which names a constructor but passes no options (env.host_env=MODULE:NAME).
+def crashing_every_4(**options) -> StarCraft2Env:
+    """``os._exit`` at every 4th step of a worker's environments."""
+    return StarCraft2Env(crash_every=4, **options)
+
+
+def nan_in_reset(**options) -> StarCraft2Env:
+    """A NaN in the first observation."""
+    return StarCraft2Env(nan_in_reset=True, **options)
