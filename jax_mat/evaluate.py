@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from jax_mat import config as config_lib
+from jax_mat.host.pool import HostEnvFailure
 from jax_mat.train import CHECKPOINT_DIR, CONFIG_FILE
 
 
@@ -28,6 +29,7 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
 
     import jax
 
+    from jax_mat.envs.host_bridge import reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training.checkpoint import Checkpointer
@@ -42,7 +44,10 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
         used_step = step if step is not None else checkpointer.latest_step()
     finally:
         checkpointer.close()
-    results = jax.device_get(jax.jit(trainer.evaluate, static_argnums=2)(state.params, jax.random.PRNGKey(seed), episodes))
+    with reporting_host_errors(env):
+        results = jax.device_get(jax.jit(trainer.evaluate, static_argnums=2)(state.params, jax.random.PRNGKey(seed), episodes))
+    if hasattr(env, "close"):
+        env.close()  # a host bridge's worker processes
     out = {k: float(v) for k, v in results.items()}
     out.update({"checkpoint_update": int(used_step), "deterministic": True})
     return out
@@ -62,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except HostEnvFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"checkpoint update {results['checkpoint_update']}: {int(results['episodes'])} greedy episodes, "
           f"win rate {results['win_rate']:.3f}, mean return {results['mean_return']:.3f}, "
           f"mean length {results['mean_length']:.1f}")

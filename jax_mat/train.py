@@ -15,7 +15,6 @@ written. A run directory holds ``config.yaml`` (the resolved config),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import math
 import os
@@ -88,28 +87,11 @@ def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update:
     return None
 
 
-@contextlib.contextmanager
-def _host_errors_reported(env):
-    """Turns a host environment's error inside a jitted call (which JAX wraps in a runtime error) back into
-    itself: ``HostEnvError`` (bad output, a ``ValueError``) or ``HostEnvFailure`` (a worker that keeps failing)."""
-    import jax
-
-    from jax_mat.envs.host_bridge import host_error
-
-    try:
-        yield
-    except jax.errors.JaxRuntimeError:
-        error = host_error(env)
-        if error is None:
-            raise
-        raise error from None
-
-
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
     """Train (or continue) the run in ``run_dir``; returns the evaluation results."""
     import jax
 
-    from jax_mat.envs.host_bridge import host_metrics
+    from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training.checkpoint import Checkpointer
@@ -126,7 +108,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     else:
         os.makedirs(run_dir, exist_ok=True)
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
-        with _host_errors_reported(env):
+        with reporting_host_errors(env):
             state = init(key)
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
@@ -137,7 +119,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            with _host_errors_reported(env):
+            with reporting_host_errors(env):
                 state, metrics = update(state)
                 metrics = _host_metrics(metrics)
             metrics.update(host_metrics(env))
@@ -159,7 +141,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
         evaluate = jax.jit(trainer.evaluate, static_argnums=2)
-        with _host_errors_reported(env):
+        with reporting_host_errors(env):
             results = {k: float(v) for k, v in jax.device_get(
                 evaluate(state.params, jax.random.PRNGKey(cfg.seed + 10_000), cfg.train.eval_episodes)).items()}
         results.update({"env_steps": total_updates * steps_per_update, "updates": total_updates,

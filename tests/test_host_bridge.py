@@ -7,6 +7,8 @@ observation is ``[agent, episode step, seed % 97, 1]`` and which pays 1 per step
 
 import json
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +125,17 @@ def test_an_environment_that_cannot_be_built_fails_before_anything_runs(options,
     recipe = BatchRecipe(recipe.adapter, {**recipe.options, **options}, recipe.name)
     with pytest.raises(HostEnvError, match=message):
         HostBridgeEnv(recipe, workers_for=lambda n: 1)
+
+
+def test_workers_can_run_another_interpreter(make_pool, tmp_path):
+    """``env.host_python``: Isaac Gym Preview 4 lives on Python <= 3.8; here a venv stands for that interpreter."""
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(tmp_path / "venv")],
+                   check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    pool = make_pool(faulty_recipe(), n_envs=2, n_workers=1, python=python)
+    assert pool.reset()["obs"].shape == (2, 2, 4)
+    assert pool.step(stop_everyone(2))["reward"].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert [w.process.args[0] for w in pool._workers] == [python]
 
 
 def test_arrays_cross_as_plain_bytes_and_dlpack_reads_jax_arrays():

@@ -34,6 +34,7 @@ with that error, which ``host_error(env)`` returns for a one-line report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -49,7 +50,10 @@ from jax.experimental import io_callback
 from jax_mat.envs.base import EnvSpec, Timestep
 from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool, PoolStats
 
-__all__ = ["BridgeState", "HostBridgeEnv", "HostEnvError", "HostEnvFailure", "host_error", "host_metrics"]
+__all__ = [
+    "BridgeState", "HostBridgeEnv", "HostEnvError", "HostEnvFailure", "host_error", "host_metrics",
+    "reporting_host_errors",
+]
 
 
 @flax.struct.dataclass
@@ -294,3 +298,21 @@ def host_metrics(env: Any) -> dict[str, float]:
 def host_error(env: Any) -> Exception | None:
     """The ``HostEnvError``/``HostEnvFailure`` that stopped a host bridge's program, if any."""
     return getattr(env, "last_host_error", None)
+
+
+@contextlib.contextmanager
+def reporting_host_errors(env: Any):
+    """Re-raises a host environment's error that stopped a jitted call as itself.
+
+    JAX wraps an exception raised in a callback in a ``JaxRuntimeError``; inside
+    this context that becomes the ``HostEnvError`` (bad output, a ``ValueError``)
+    or ``HostEnvFailure`` (a worker that keeps failing) the bridge recorded, so
+    a command line can report it in one line. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except jax.errors.JaxRuntimeError:
+        error = host_error(env)
+        if error is None:
+            raise
+        raise error from None

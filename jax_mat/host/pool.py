@@ -318,12 +318,10 @@ class HostEnvPool:
         if process is None:
             return
         if graceful_s > 0:
-            try:
-                process.wait(timeout=graceful_s)
-            except subprocess.TimeoutExpired:
-                pass
+            _exit_status(process, graceful_s)
         try:
-            os.killpg(process.pid, signal.SIGKILL)  # the worker is its session's leader: pgid == pid
+            # The worker leads its own session (pgid == pid), and is not reaped yet, so the id is still its.
+            os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         process.wait()
@@ -347,7 +345,8 @@ class HostEnvPool:
         try:
             kind, payload = worker.conn.recv()
         except (EOFError, OSError):
-            raise _WorkerFailed("crash", f"the worker process exited (code {_exit_code(worker.process)})") from None
+            code = _exit_status(worker.process, 2.0) if worker.process is not None else None
+            raise _WorkerFailed("crash", f"the worker process exited (code {code})") from None
         if kind == "crash":
             raise _WorkerFailed("crash", _last_line(payload))
         return kind, unpack(payload) if kind == "ok" else payload
@@ -427,14 +426,21 @@ class HostEnvPool:
         return {f: np.concatenate([p[f] for p in ordered], axis=0) for f in fields}
 
 
-def _exit_code(process: subprocess.Popen | None) -> int | None:
-    """The exit code of a process whose socket just closed (it may take a moment to be reaped)."""
-    if process is None:
-        return None
-    try:
-        return process.wait(timeout=2.0)
-    except subprocess.TimeoutExpired:
-        return None
+def _exit_status(process: subprocess.Popen, timeout_s: float) -> int | None:
+    """Waits up to ``timeout_s`` for ``process`` to exit, without reaping it; its exit code (negative: the
+    signal that ended it), or None if it still runs. Not reaping keeps its process group id from being reused
+    before ``_stop`` kills the group."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return process.returncode  # already reaped
+        if result is not None:
+            return result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
 
 
 def _last_line(text: str) -> str:
