@@ -44,8 +44,9 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
         used_step = step if step is not None else checkpointer.latest_step()
     finally:
         checkpointer.close()
+    evaluate = jax.jit(trainer.evaluate, static_argnums=2)
     with reporting_host_errors(env):
-        results = jax.device_get(jax.jit(trainer.evaluate, static_argnums=2)(state.params, jax.random.PRNGKey(seed), episodes))
+        results = jax.device_get(evaluate(state.params, jax.random.PRNGKey(seed), episodes))
     if hasattr(env, "close"):
         env.close()  # a host bridge's worker processes
     out = {k: float(v) for k, v in results.items()}

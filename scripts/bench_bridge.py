@@ -16,8 +16,14 @@ repository root), ``count`` the near-free numpy SMAC-API game
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
+import sys
 import time
+
+# The stand-ins are modules of the repository's tests/ package, imported by name in the worker processes,
+# which inherit this sys.path: put the repository root on it (a script's own folder is there instead).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 HOSTS = {
     "smax": ("3m", "tests.standins.smax_smac:StarCraft2Env"),
@@ -78,7 +84,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--hosts", nargs="+", default=list(HOSTS), choices=list(HOSTS))
     args = parser.parse_args()
-    print(f"steps={args.steps} repeats={args.repeats} workers={args.workers} (medians; ratio = bridge time / loop time)")
+    print(f"steps={args.steps} repeats={args.repeats} workers={args.workers} "
+          "(medians; ratio = bridge time / loop time)")
     print("| host env | envs | plain loop env-steps/s | bridge in jit env-steps/s | ratio |")
     print("|---|---:|---:|---:|---:|")
     for host in args.hosts:

@@ -48,7 +48,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from jax_mat.envs.base import EnvSpec, Timestep
-from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool, PoolStats
+from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool, PoolStats, ended_by_restart
 
 __all__ = [
     "BridgeState", "HostBridgeEnv", "HostEnvError", "HostEnvFailure", "host_error", "host_metrics",
@@ -261,20 +261,14 @@ class HostBridgeEnv:
         """A pool for a state from another process (a resumed run): every episode ends truncated."""
         slot = self._allocate_slot()
         seed = hash(tuple(int(x) for x in handle)) % (2**31 - 1)
-        arrays = self._pool(slot, n_envs, seed).reset()
+        fresh = self._pool(slot, n_envs, seed).reset()
         self._generations[slot] = 1
         self._adopted += 1
         stats = self._pools[slot].stats
         stats.env_steps += n_envs
         stats.lost_steps += n_envs
         stats.truncated_by_restart += n_envs
-        arrays.update(
-            reward=np.zeros((n_envs, self.spec.n_agents), np.float32),
-            done=np.ones((n_envs,), np.bool_),
-            truncated=np.ones((n_envs,), np.bool_),
-            won=np.zeros((n_envs,), np.bool_),
-        )
-        return slot, arrays
+        return slot, ended_by_restart(fresh, self.spec.n_agents)
 
     def _handle(self, slot: int) -> np.ndarray:
         return np.array([self._nonce, slot, self._generations[slot]], np.int32)

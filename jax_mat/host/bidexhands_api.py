@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jax_mat.host.worker import BadHostOutput, as_shaped, host_array, resolve
+from jax_mat.host.worker import BadHostOutput, as_shaped, resolve
 
 DEFAULT_ENV_FACTORY = "jax_mat.host.bidexhands_api:make_bidexhands_env"
 

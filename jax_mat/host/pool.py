@@ -209,7 +209,9 @@ class HostEnvPool:
         """
         actions = np.asarray(actions)
         if actions.shape[0] != self.n_envs:
-            raise ValueError(f"{self.recipe.name}: actions for {actions.shape[0]} environments, the pool has {self.n_envs}")
+            raise ValueError(
+                f"{self.recipe.name}: actions for {actions.shape[0]} environments, the pool has {self.n_envs}"
+            )
         self.steps += 1
         self.stats.env_steps += self.n_envs
         started = time.perf_counter()
@@ -228,7 +230,7 @@ class HostEnvPool:
         for worker, failure in failed:
             self.stats.lost_steps += worker.n_envs
             self.stats.truncated_by_restart += worker.n_envs
-            parts[worker.index] = self._ended_by_restart(worker, self._restart(worker, failure))
+            parts[worker.index] = ended_by_restart(self._restart(worker, failure), self.info["n_agents"])
         self.stats.host_seconds += time.perf_counter() - started
         return self._concatenate(parts, fields)
 
@@ -367,7 +369,8 @@ class HostEnvPool:
             rest = {k: v for k, v in info.items() if k != "n_envs"}
             if rest != first:
                 raise HostEnvError(
-                    f"host environment {self.recipe.name}: workers disagree on the environment's sizes: {first} vs {rest}"
+                    f"host environment {self.recipe.name}: workers disagree on the environment's sizes: "
+                    f"{first} vs {rest}"
                 )
         return {**first, "n_envs": self.n_envs}
 
@@ -410,20 +413,22 @@ class HostEnvPool:
             arrays[field] = value.astype(dtype, copy=False)
         return arrays
 
-    def _ended_by_restart(self, worker: _Worker, fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The step's result for a restarted worker's envs: episodes ended (truncated), fresh observations."""
-        k, n = worker.n_envs, self.info["n_agents"]
-        ended = {
-            "reward": np.zeros((k, n), np.float32),
-            "done": np.ones((k,), np.bool_),
-            "truncated": np.ones((k,), np.bool_),
-            "won": np.zeros((k,), np.bool_),
-        }
-        return {**fresh, **ended}
-
     def _concatenate(self, parts: dict[int, dict[str, np.ndarray]], fields: Mapping[str, Any]) -> dict[str, np.ndarray]:
         ordered = [parts[w.index] for w in self._workers]
         return {f: np.concatenate([p[f] for p in ordered], axis=0) for f in fields}
+
+
+def ended_by_restart(fresh: Mapping[str, np.ndarray], n_agents: int) -> dict[str, np.ndarray]:
+    """A step's result for environments whose simulator was restarted: each episode ended (truncated, zero
+    reward, not won) and ``fresh``, the first observations of the new ones."""
+    k = len(fresh["obs"])
+    return {
+        **fresh,
+        "reward": np.zeros((k, n_agents), np.float32),
+        "done": np.ones((k,), np.bool_),
+        "truncated": np.ones((k,), np.bool_),
+        "won": np.zeros((k,), np.bool_),
+    }
 
 
 def _exit_status(process: subprocess.Popen, timeout_s: float) -> int | None:

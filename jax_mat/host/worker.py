@@ -125,7 +125,7 @@ def pack(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...],
 
 def unpack(packed: dict[str, tuple[str, tuple[int, ...], bytes]]) -> dict[str, np.ndarray]:
     """The inverse of ``pack``."""
-    return {name: np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape) for name, (dtype, shape, data) in packed.items()}
+    return {name: np.frombuffer(data, np.dtype(dtype)).reshape(shape) for name, (dtype, shape, data) in packed.items()}
 
 
 def serve(conn: Connection) -> None:

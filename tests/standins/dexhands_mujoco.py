@@ -90,7 +90,8 @@ class TwoArmReachVecTask:
         for _, joints in _ARMS:
             self._qpos_slices.append(slice(start, start + joints))
             start += joints
-        self._tip_sites = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, f"a{i}_tip") for i in range(len(_ARMS))]
+        site = mujoco.mjtObj.mjOBJ_SITE
+        self._tip_sites = [mujoco.mj_name2id(self.model, site, f"a{i}_tip") for i in range(len(_ARMS))]
         self._rng = np.random.default_rng(seed)
         self._targets = np.zeros((num_envs, len(_ARMS), 2))
         self._progress = np.zeros(num_envs, np.int64)

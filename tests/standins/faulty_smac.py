@@ -116,3 +116,8 @@ def crashing_every_4(**options) -> StarCraft2Env:
 def nan_in_reset(**options) -> StarCraft2Env:
     """A NaN in the first observation."""
     return StarCraft2Env(nan_in_reset=True, **options)
+
+
+def hanging_at_6(**options) -> StarCraft2Env:
+    """Stops answering at the 6th step of a worker's environments (a hung StarCraft II)."""
+    return StarCraft2Env(hang_at=6, **options)
