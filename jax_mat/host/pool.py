@@ -180,6 +180,10 @@ class HostEnvPool:
     def n_workers(self) -> int:
         return len(self._workers)
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (for measuring their CPU time)."""
+        return [w.process.pid for w in self._workers if w.process is not None]
+
     def reset(self) -> dict[str, np.ndarray]:
         """Starts an episode in every environment: the ``OBSERVATION_FIELDS`` arrays, ``[E, ...]``."""
         self.steps = 0
