@@ -88,6 +88,7 @@ def bench(host: str, n_envs: int, n_workers: int, n_steps: int, repeats: int) ->
         state, timestep = jax.block_until_ready(rollout(state, timestep, jax.random.PRNGKey(1)))  # compiles
         pool, rng = env.pool_of(state), np.random.default_rng(0)
         _plain_loop(pool, np.asarray(timestep.avail), n_steps // 4, rng)  # warm, untimed
+        state, timestep = reset(jax.random.PRNGKey(99))  # the loop moved the episodes on: start afresh
         pids = pool.worker_pids()
         runs = {"loop": [], "bridge": []}
         for i in range(repeats):
@@ -96,7 +97,9 @@ def bench(host: str, n_envs: int, n_workers: int, n_steps: int, repeats: int) ->
                 lambda: out.append(jax.block_until_ready(rollout(state, timestep, jax.random.PRNGKey(2 + i)))), pids))
             state, timestep = out[0]
             runs["loop"].append(_measured(lambda: _plain_loop(pool, np.asarray(timestep.avail), n_steps, rng), pids))
-            state, timestep = reset(jax.random.PRNGKey(100 + i))  # the loop moved the episodes on: start afresh
+            state, timestep = reset(jax.random.PRNGKey(100 + i))
+        if pool.stats.restarts:
+            raise RuntimeError(f"{host}: {pool.stats.restarts} worker restarts during the benchmark; timings void")
     finally:
         env.close()
     return runs
