@@ -69,6 +69,11 @@ class EnvConfig:
     maps: tuple[str, ...] = ()  # smax_multi: the SMAX maps trained together
     disabled_joints: tuple[str, ...] = ()  # mujoco: joints whose agents' actions are ignored (zero torque)
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
+    # smac, isaac (host bridges, jax_mat/envs/host_options.py):
+    host_env: str = ""  # the simulator's constructor "module:attribute"; "" = the real SMAC / Bi-DexHands
+    host_workers: int = 0  # worker processes per pool; 0 = one per environment (smac), one in all (isaac)
+    host_timeout_s: float = 60.0  # a worker silent this long on a step is restarted (its episodes truncated)
+    host_python: str = ""  # the workers' interpreter ("" = this one; Isaac Gym Preview 4 needs Python <= 3.8)
 
     def __post_init__(self):
         from jax_mat.envs import registry
@@ -215,6 +220,14 @@ class Config:
                 f"train.n_envs * train.episode_length = {t.n_envs} * {t.episode_length} = {self.batch_size} "
                 f"is not divisible by algo.num_mini_batch = {self.algo.num_mini_batch}"
             )
+        if t.seeds > 1:
+            from jax_mat.envs import registry
+
+            if not registry.supports_seed_sweeps(self.env.name):
+                raise ValueError(
+                    f"train.seeds={t.seeds} (a vmapped seed sweep) cannot run env.name={self.env.name}: its host "
+                    "simulators are stepped by an ordered callback, which jax.vmap refuses; run one seed per process"
+                )
         if t.total_steps < self.batch_size:
             raise ValueError(
                 f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "

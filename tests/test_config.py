@@ -280,3 +280,9 @@ def test_resume_overrides_single_keys_only(tmp_path):
     assert config_lib.config_from_file(path, ["train.total_steps=2e6"]).train.total_steps == 2_000_000
     with pytest.raises(ValueError, match="cannot apply algo=mat_dec"):
         config_lib.config_from_file(path, ["algo=mat_dec"])
+
+
+def test_host_bridges_refuse_vmapped_seed_sweeps():
+    with pytest.raises(ValueError, match=r"train.seeds=2 \(a vmapped seed sweep\) cannot run env.name=smac"):
+        load_config("smac_standin_3m", ["train.seeds=2"])
+    assert load_config("smac_standin_3m").train.seeds == 1

@@ -19,6 +19,7 @@ CHECKS = [
     ("smax_3m", ["algo=mappo"], 0.8),      # issue 6: MAPPO, 1M env steps
     ("smax_3m", ["algo=happo"], 0.8),      # issue 6: HAPPO, 1M env steps
     ("smax_3m", ["algo=mat_dec"], 0.8),    # issue 6: MAT-Dec, 1M env steps
+    ("smac_standin_3m", [], 0.8),          # issue 8: MAT through the SMAC host bridge (SMAX 3m stand-in), 1M
 ]
 
 

@@ -1,7 +1,8 @@
 """Building environments by name.
 
 ``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``)
-returns an auto-resetting ``MultiAgentEnv``. ``check_env_config`` checks an
+returns an auto-resetting ``MultiAgentEnv``, or for the host bridges (``smac``,
+``isaac``: simulators in worker processes) a ``BatchedMultiAgentEnv``. ``check_env_config`` checks an
 ``EnvConfig`` against its environment (unknown maps, tasks, options) and runs
 when the config is built, before anything is traced; mistakes raise
 ``ValueError`` listing what is known. Environment modules are imported lazily:
@@ -19,6 +20,7 @@ import dataclasses
 from typing import Any, Callable
 
 from jax_mat.envs.base import MultiAgentEnv
+from jax_mat.envs.host_options import HOST_FIELDS
 from jax_mat.envs.wrappers import AutoReset
 
 
@@ -44,15 +46,40 @@ def _check_smax(env_config: Any) -> None:
     check_smax_map(env_config.map)
 
 
+def _check_smac(env_config: Any) -> None:
+    from jax_mat.envs.smac import check_smac_config
+
+    check_smac_config(env_config)
+
+
+def _build_smac(env_config: Any):
+    from jax_mat.envs.smac import make_smac_env
+
+    return make_smac_env(env_config)
+
+
+def _check_isaac(env_config: Any) -> None:
+    from jax_mat.envs.isaac import check_isaac_config
+
+    check_isaac_config(env_config)
+
+
+def _build_isaac(env_config: Any):
+    from jax_mat.envs.isaac import make_isaac_env
+
+    return make_isaac_env(env_config)
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvEntry:
     """How the registry handles one environment name."""
 
     check: Callable[[Any], None]  # EnvConfig -> None, raises ValueError
-    build: Callable[[Any], MultiAgentEnv]  # EnvConfig -> auto-resetting env
+    build: Callable[[Any], MultiAgentEnv]  # EnvConfig -> auto-resetting env (or a BatchedMultiAgentEnv)
     variant_field: str  # the EnvConfig field that names the run's task ("map", "task", "maps")
     fields: tuple[str, ...]  # the EnvConfig fields this environment reads
     make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
+    vmappable: bool = True  # False: stepped by ordered host callbacks, which jax.vmap (a seed sweep) refuses
 
 
 _ENTRIES: dict[str, EnvEntry] = {
@@ -63,10 +90,25 @@ _ENTRIES: dict[str, EnvEntry] = {
         fields=("map",),
         make=_make_smax,
     ),
+    # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
+    "smac": EnvEntry(
+        check=_check_smac,
+        build=_build_smac,
+        variant_field="map",
+        fields=("map", *HOST_FIELDS),
+        vmappable=False,
+    ),
+    "isaac": EnvEntry(
+        check=_check_isaac,
+        build=_build_isaac,
+        variant_field="task",
+        fields=("task", *HOST_FIELDS),
+        vmappable=False,
+    ),
 }
 
 # EnvConfig fields that select an environment's variant or options (``name`` aside).
-_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk")
+_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", *HOST_FIELDS)
 
 
 def known_envs() -> tuple[str, ...]:
@@ -95,6 +137,11 @@ def check_env_config(env_config: Any) -> None:
                 f"{', '.join('env.' + f for f in entry.fields) or 'no options'}"
             )
     entry.check(env_config)
+
+
+def supports_seed_sweeps(name: str) -> bool:
+    """Whether environment ``name`` runs under ``jax.vmap`` over seeds (host bridges do not)."""
+    return _entry(name).vmappable
 
 
 def env_variant(env_config: Any) -> str:
