@@ -165,9 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
+    from jax_mat.envs.registry import has_wins
+
+    win_rate = f"win rate {results['win_rate']:.2f}, " if has_wins(cfg.env) else ""
     print(
         f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
-        f"evaluation ({int(results['episodes'])} greedy episodes): win rate {results['win_rate']:.2f}, "
+        f"evaluation ({int(results['episodes'])} greedy episodes): {win_rate}"
         f"mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"
     )
