@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jax_mat import train
-from jax_mat.config import EnvConfig
+from jax_mat.config import EnvConfig, load_config
 from jax_mat.envs import mujoco_tasks
 from jax_mat.envs.mujoco import MujocoMultiEnv
 from jax_mat.envs.registry import make_env
@@ -150,10 +150,28 @@ def test_unhealthy_ant_and_walker_terminate_and_only_time_limits_truncate():
     assert outcome(walker, {1: jnp.nan}) == (True, False)
 
 
+def test_configs_carry_table_4_and_select_tasks():
+    cfg = load_config(None, ["env=mujoco"])
+    a, t = cfg.algo, cfg.train
+    assert (cfg.env.name, cfg.env.task, cfg.env.agent_obsk, cfg.run_name) == ("mujoco", "halfcheetah_6x1", 0,
+                                                                               "mat-mujoco-halfcheetah_6x1")
+    assert (t.n_envs, t.episode_length, a.num_mini_batch, a.ppo_epochs, a.clip, a.lr, a.entropy_coef,
+            a.max_grad_norm, a.gamma, t.total_steps) == (40, 100, 40, 10, 0.05, 5e-5, 0.001, 0.5, 0.99, 10_000_000)
+    assert a.use_proper_time_limits
+    assert load_config("mujoco_halfcheetah_6x1").algo == a
+    cpu = load_config("mujoco_halfcheetah_6x1_cpu", ["env.disabled_joints=[bthigh]"])
+    assert (cpu.train.total_steps, cpu.env.disabled_joints, cpu.algo.use_proper_time_limits) == (
+        2_000_000, ("bthigh",), True)
+    for overrides in (["env=mujoco", "env.task=ant_2x4"], ["env.name=mujoco", "env.task=ant_2x4"]):
+        cfg = load_config(None, overrides)
+        assert (cfg.env.task, cfg.algo.num_mini_batch, cfg.algo.use_proper_time_limits) == ("ant_2x4", 40, True)
+
+
 def test_bad_input_is_refused_before_building(capfd):
     with pytest.raises(ValueError, match="unknown MuJoCo task 'hopper_3x1'.*halfcheetah_6x1, ant_2x4, walker2d_2x3"):
         EnvConfig(name="mujoco", task="hopper_3x1")
-    with pytest.raises(ValueError, match="unknown joint 'knee'.*bthigh, bshin, bfoot, fthigh, fshin, ffoot.*back_thigh"):
+    joints = "bthigh, bshin, bfoot, fthigh, fshin, ffoot"
+    with pytest.raises(ValueError, match=f"unknown joint 'knee'.*{joints}.*back_thigh"):
         EnvConfig(name="mujoco", task="halfcheetah_6x1", disabled_joints=("knee",))
     with pytest.raises(ValueError, match="unknown joint 'bthigh' for MuJoCo task ant_2x4.*hip1"):
         make_env("mujoco", task="ant_2x4", disabled_joints=("bthigh",))
@@ -164,7 +182,7 @@ def test_bad_input_is_refused_before_building(capfd):
     assert EnvConfig(name="mujoco", task="halfcheetah_6x1", disabled_joints=("back_thigh", "fshin")).variant == (
         "halfcheetah_6x1")
     env = MujocoMultiEnv("halfcheetah_6x1")
-    state, _ = env.reset(jax.random.PRNGKey(0))
+    state, _ = jax.jit(env.reset)(jax.random.PRNGKey(0))
     for shape in ((6,), (6, 2), (3, 1)):
         with pytest.raises(ValueError, match=r"actions of shape \[6 agents, 1\].*got " + re.escape(repr(shape))):
             env.step(jax.random.PRNGKey(0), state, jnp.zeros(shape))
@@ -205,8 +223,8 @@ def test_step_matches_mujoco_c_engine_and_pays_gyms_reward(cheetah):
     for _ in range(3):
         next_states, ts = step(states, actions)
         for e in range(2):
-            qpos, qvel = _mujoco_c_step(env, *(np.asarray(x[e], np.float64) for x in
-                                               (states.qpos, states.qvel, states.qacc_warmstart)), np.asarray(actions[e]))
+            start = (np.asarray(x[e], np.float64) for x in (states.qpos, states.qvel, states.qacc_warmstart))
+            qpos, qvel = _mujoco_c_step(env, *start, np.asarray(actions[e]))
             np.testing.assert_allclose(next_states.qpos[e], qpos, atol=1e-4)
             np.testing.assert_allclose(next_states.qvel[e], qvel, atol=2e-3)
             # HalfCheetah-v2: forward velocity of rootx minus 0.1 * |action|^2, charged on the action as given
@@ -239,6 +257,42 @@ def test_time_limit_truncates_and_physics_nan_poisons_the_reward(cheetah):
     _, ts = step(states.replace(qvel=states.qvel.at[0, 4].set(jnp.nan)), actions)
     assert np.isnan(ts.reward[0]).all() and np.isnan(ts.obs[0]).all() and not ts.done[0]
     assert np.isfinite(ts.reward[1]).all() and np.isfinite(ts.obs[1]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["ant_2x4", "walker2d_2x3"])
+def test_ant_and_walker_steps_match_mujoco_c_engine(task):
+    """Slow (an MJX compile per robot): the other robots' actuator mapping and frame skip, checked against the
+    C engine from a random rollout's states."""
+    env = MujocoMultiEnv(task)
+    m = env.mj_model
+    state, _ = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    for i in range(20):
+        actions = jax.random.uniform(jax.random.PRNGKey(i), (env.spec.n_agents, env.spec.action_dim), minval=-1,
+                                     maxval=1)
+        data = mujoco.MjData(m)
+        data.qpos[:], data.qvel[:], data.qacc_warmstart[:] = (np.asarray(x, np.float64) for x in
+                                                               (state.qpos, state.qvel, state.qacc_warmstart))
+        for agent, joints in enumerate(env.task.agents):
+            for dim, label in enumerate(joints):
+                data.ctrl[_actuator(env, label)] = actions[agent, dim]
+        for _ in range(env.task.frame_skip):
+            mujoco.mj_step(m, data)
+        state, ts = step(jax.random.PRNGKey(0), state, actions)
+        np.testing.assert_allclose(state.qpos, data.qpos, atol=1e-3)
+        assert np.isfinite(ts.reward).all() and np.isfinite(ts.obs).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["marwkv", "mat_rwkv"])
+def test_rwkv_policies_train_on_halfcheetah(tmp_path, algo):
+    """Slow (two MJX compiles each): continuous MARWKV and the hybrid through the CLI on HalfCheetah."""
+    run_dir = tmp_path / "run"
+    assert train.main([*TINY_RUN, f"algo={algo}", "--run-dir", str(run_dir)]) == 0
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(np.isfinite(x["loss/total"]) and x["loss/entropy"] > 0 for x in lines)
+    assert json.loads((run_dir / "eval.json").read_text())["mean_length"] == 1000
 
 
 # --------------------------------------------------------------------------- #

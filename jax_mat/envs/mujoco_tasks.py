@@ -16,7 +16,7 @@ environments):
 * Rewards, termination, frame skip and reset noise are gym's ``HalfCheetah-v2``,
   ``Ant-v2`` and ``Walker2d-v2`` (``reward`` in ``envs.mujoco``).
 
-Where we differ on purpose (see ``docs/results.md``, "Multi-agent MuJoCo"):
+Where we differ on purpose (also listed in ``docs/results.md``, issue 5):
 
 * HalfCheetah's agents are ordered as its actuators (bthigh, bshin, bfoot,
   fthigh, fshin, ffoot), and every agent observes and drives its own joints.
@@ -53,7 +53,8 @@ class MujocoTask:
       healthy_reward: paid every step (gym's alive bonus / survive reward).
       healthy_height: the torso height range outside which the episode terminates (None: never).
       healthy_angle: likewise for the torso pitch ``qpos[2]`` (None: not checked).
-      height_offset: torso height minus ``qpos[height_qpos]`` (brax's Walker2d measures rootz from the torso's rest height).
+      height_offset: torso height minus ``qpos[height_qpos]`` (brax's Walker2d measures rootz from the
+        torso's rest height, gym's from the floor).
       height_qpos: the ``qpos`` entry of the torso height.
       reset_noise: initial ``qpos`` gets uniform noise in ``[-reset_noise, reset_noise]``.
       qvel_noise_normal: initial ``qvel`` noise is ``reset_noise * N(0, 1)`` (else uniform like ``qpos``).
