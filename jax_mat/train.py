@@ -190,12 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
+    from jax_mat.envs.registry import has_wins
+
     seeds = results["seeds"]
     over = f"{int(results['episodes'])} greedy episodes" + (f", mean over {seeds} seeds" if seeds > 1 else "")
+    win_rate = f"win rate {results['win_rate']:.2f}, " if has_wins(cfg.env) else ""
     print(
         f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps"
         f"{f' x {seeds} seeds' if seeds > 1 else ''} in {minutes:.1f} min\n"
-        f"evaluation ({over}): win rate {results['win_rate']:.2f}, mean return {results['mean_return']:.2f}\n"
+        f"evaluation ({over}): {win_rate}mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"
     )
     return 0

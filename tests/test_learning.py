@@ -33,3 +33,21 @@ def test_learns_smax(tmp_path, experiment, extra, min_win_rate):
     results = json.loads((run_dir / "eval.json").read_text())
     print(f"{experiment}: {results}")
     assert results["win_rate"] >= min_win_rate, results
+
+
+MUJOCO_CHECKS = [
+    # (overrides of the CPU-sized HalfCheetah 6x1 config, minimum mean greedy return), MAT, seed 0, 2M env steps.
+    ([], 1000.0),                                # issue 5: all six joints
+    (["env.disabled_joints=[bthigh]"], 1000.0),  # issue 5: the back thigh gives no torque
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
+@pytest.mark.parametrize("extra, min_return", MUJOCO_CHECKS, ids=["intact", "no_bthigh"])
+def test_learns_halfcheetah(tmp_path, extra, min_return):
+    run_dir = tmp_path / "run"
+    assert train.main(["mujoco_halfcheetah_6x1_cpu", *extra, "seed=0", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    results = json.loads((run_dir / "eval.json").read_text())
+    print(f"halfcheetah_6x1 {extra}: {results}")
+    assert results["env_steps"] <= 2_000_000 and results["mean_return"] >= min_return, results

@@ -1,6 +1,7 @@
 """Building environments by name.
 
-``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``)
+``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``,
+``make_env("mujoco", task="halfcheetah_6x1")``)
 returns an auto-resetting ``MultiAgentEnv``, or for the host bridges (``smac``,
 ``isaac``: simulators in worker processes) a ``BatchedMultiAgentEnv``. ``check_env_config`` checks an
 ``EnvConfig`` against its environment (unknown maps, tasks, options) and runs
@@ -70,6 +71,21 @@ def _build_isaac(env_config: Any):
     return make_isaac_env(env_config)
 
 
+def _make_mujoco(
+    task: str | None = None, disabled_joints: tuple[str, ...] = (), agent_obsk: int = 0, **options: Any
+) -> MultiAgentEnv:
+    """Multi-agent MuJoCo on MJX; ``options`` (``max_episode_steps``) go to ``MujocoMultiEnv``."""
+    from jax_mat.envs import mujoco
+
+    return AutoReset(mujoco.MujocoMultiEnv(task or "", tuple(disabled_joints), agent_obsk, **options))
+
+
+def _check_mujoco(env_config: Any) -> None:
+    from jax_mat.envs.mujoco_tasks import check_options
+
+    check_options(env_config.task, env_config.disabled_joints, env_config.agent_obsk)
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvEntry:
     """How the registry handles one environment name."""
@@ -80,6 +96,7 @@ class EnvEntry:
     fields: tuple[str, ...]  # the EnvConfig fields this environment reads
     make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
     vmappable: bool = True  # False: stepped by ordered host callbacks, which jax.vmap (a seed sweep) refuses
+    has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
 
 
 _ENTRIES: dict[str, EnvEntry] = {
@@ -104,6 +121,15 @@ _ENTRIES: dict[str, EnvEntry] = {
         variant_field="task",
         fields=("task", *HOST_FIELDS),
         vmappable=False,
+        has_wins=False,
+    ),
+    "mujoco": EnvEntry(
+        check=_check_mujoco,
+        build=lambda c: _make_mujoco(c.task, c.disabled_joints, c.agent_obsk),
+        variant_field="task",
+        fields=("task", "disabled_joints", "agent_obsk"),
+        make=_make_mujoco,
+        has_wins=False,
     ),
 }
 
@@ -150,17 +176,24 @@ def env_variant(env_config: Any) -> str:
     return "+".join(value) if isinstance(value, tuple) else str(value)
 
 
+def has_wins(env_config: Any) -> bool:
+    """Whether the environment's episodes can be won (SMAX) or only scored (MuJoCo)."""
+    return _entry(env_config.name).has_wins
+
+
 def make_env(name: str, **options: Any) -> MultiAgentEnv:
     """Builds the auto-resetting environment ``name`` with ``options``.
 
     Args:
       name: one of ``known_envs()``; ``"smax"`` takes ``map_name`` (one of
-        ``known_smax_maps()``) and the ``SmaxEnv`` options.
+        ``known_smax_maps()``) and the ``SmaxEnv`` options; ``"mujoco"`` takes
+        ``task`` (``halfcheetah_6x1``, ``ant_2x4``, ``walker2d_2x3``),
+        ``disabled_joints``, ``agent_obsk`` and ``max_episode_steps``.
       **options: environment options.
 
     Raises:
-      ValueError: unknown environment name or map (the message lists the
-        known ones; MMM maps point to ``env=smac``).
+      ValueError: unknown environment name, map, task or joint (the message
+        lists the known ones; MMM maps point to ``env=smac``).
     """
     entry = _ENTRIES.get(name)
     if entry is None:
