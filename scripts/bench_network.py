@@ -65,6 +65,8 @@ ALGOS: dict[str, Callable[[EnvSpec], Policy]] = {
     "mat": lambda spec: MATPolicy(spec, MATConfig(**NETWORK)),
     "mat_dec": lambda spec: MATPolicy(spec, MATConfig(**NETWORK, dec_actor=True)),
     "marwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, **NETWORK)),
+    # MARWKV with act encoding every agent before decoding (no streamed encoder): the A/B of docs/benchmarks.md.
+    "marwkv_onepass": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, act_segment=0, **NETWORK)),
     "mat_rwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, hybrid=True, **NETWORK)),
 }
 

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import mat, rwkv
+from jax_mat.networks import heads, mat, rwkv
 from jax_mat.networks import policy as policy_lib
 from jax_mat.ops import wkv as wkv_ops
 
@@ -241,8 +241,8 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
             prev, states = carry
             rep_i, noise_i, avail_i = x
             out, states = self.model.apply(params, prev, rep_i, states, method="decode_step")
-            action, logp = self._choose(params, out, avail_i if self.spec.discrete else None, noise_i, deterministic)
-            return (policy_lib.next_token(self.spec, action), states), (action, logp)
+            action = self._pick(params, out, avail_i, noise_i, deterministic)
+            return (policy_lib.next_token(self.spec, action), states), (action, out)
 
         c = self.config
         encoder_states = rwkv.initial_states(c.version, c.n_block, batch, c.n_embd, c.n_head)
@@ -258,5 +258,21 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
             carry, out = jax.lax.scan(step, carry, (swap(rep), noise[start:stop], avail_n[start:stop]))
             values.append(values_s)
             outs.append(out)
-        actions, logp = jax.tree.map(lambda *parts: swap(jnp.concatenate(parts)), *outs)
-        return actions, logp, jnp.concatenate(values, axis=1)
+        actions, out = jax.tree.map(lambda *parts: swap(jnp.concatenate(parts)), *outs)
+        logp = self._dist(params, out, avail).log_prob(actions)
+        return actions, (logp[..., None] if self.spec.discrete else logp), jnp.concatenate(values, axis=1)
+
+    def _pick(self, params, out, avail_i, noise_i, deterministic):
+        """One agent's action from its decoder output ``[B, A]`` and ``_noise``.
+
+        The draw ``_choose`` makes, without its log-probability: ``act`` scores
+        all agents' actions at once after the loop, which keeps the log-softmax
+        out of the sequential steps. The Gumbel-max draw is taken on the masked
+        logits (``Categorical.sample_with`` takes it on their log-softmax,
+        which differs by a per-row constant: the same argmax).
+        """
+        if self.spec.discrete:
+            logits = heads.mask_logits(out, avail_i)
+            return jnp.argmax(logits if deterministic else logits + noise_i, axis=-1).astype(jnp.int32)
+        dist = heads.gaussian(out, params["params"]["log_std"])
+        return dist.mode() if deterministic else dist.sample_with(noise_i)

@@ -24,7 +24,9 @@ Each has a one-step form (``wkv4_step`` ...) carrying an O(1) state, for
 recurrent decoding, and a segment form (``wkv4_segment`` ...) that continues a
 whole ``[B, S, C]`` stretch from such a state and returns the state after it
 (``lax.scan`` of the step); ``lax.scan`` of the step from the empty state is
-the parallel form's reference, so the three agree exactly. ``impl`` picks the
+the parallel form's reference. They agree exactly for v5/v6 and up to
+rounding for v4, whose step and segment forms (what ``act`` runs) get each
+max-normalised pair of exponentials from one ``exp``. ``impl`` picks the
 implementation of the parallel form: ``"scan"`` (this module, the reference),
 ``"chunked"`` (v4 only: ``wkv4_chunked``, the same recurrence run within
 chunks of ``T`` for all chunks at once, then across chunks), ``"pallas"`` (the
@@ -177,6 +179,26 @@ def _wkv4_step(w, u, k, v, state: WKV4State):
     return _wkv4_output(u, state, k, v), _wkv4_absorb(w, state, k, v)
 
 
+def _normalised_pair(a, b):
+    """``(e^(a - m), e^(b - m), m)`` with ``m = max(a, b)``, from one ``exp``: one of the two is ``e^0 = 1``."""
+    z = jnp.exp(-jnp.abs(a - b))
+    a_wins = a >= b
+    return jnp.where(a_wins, 1.0, z), jnp.where(a_wins, z, 1.0), jnp.maximum(a, b)
+
+
+def _wkv4_step_one_exp(w, u, k, v, state: WKV4State):
+    """``_wkv4_step`` with two ``exp`` instead of four (``_normalised_pair``); equal up to rounding.
+
+    ``act`` runs this (``wkv4_step`` and ``wkv4_segment``); the reference scan
+    keeps upstream's operation order.
+    """
+    aa, bb, pp = state
+    e1, e2, _ = _normalised_pair(pp, u + k)
+    y = (e1 * aa + e2 * v) / (e1 * bb + e2)
+    e1, e2, p = _normalised_pair(w + pp, k)
+    return y, WKV4State(e1 * aa + e2 * v, e1 * bb + e2, p)
+
+
 def _wkv4_merge(a: WKV4State, b: WKV4State) -> WKV4State:
     """One state holding the tokens of both ``a`` and ``b`` (each already decayed to the same position)."""
     p = jnp.maximum(a.pp, b.pp)
@@ -195,11 +217,11 @@ def _wkv4_params(time_decay, time_first, k):
     return acc, -jnp.exp(time_decay.astype(acc)), time_first.astype(acc)
 
 
-def _wkv4_scan_from(w, u, k, v, state: WKV4State):
+def _wkv4_scan_from(w, u, k, v, state: WKV4State, step_fn=_wkv4_step):
     """``k``, ``v`` ``[B, T, C]`` continuing from ``state``: ``y`` ``[B, T, C]`` and the state after ``T``."""
 
     def step(state, kv):
-        y, state = _wkv4_step(w, u, kv[0], kv[1], state)
+        y, state = step_fn(w, u, kv[0], kv[1], state)
         return state, y
 
     state, y = jax.lax.scan(step, state, _time_major(k, v))
@@ -218,7 +240,7 @@ def wkv4_step(time_decay, time_first, k_t, v_t, state: WKV4State):
     _check_wkv4("wkv4_step", time_decay, time_first, k_t, v_t, seq_axis=False)
     acc, w, u = _wkv4_params(time_decay, time_first, k_t)
     state = WKV4State(*(s.astype(acc) for s in state))
-    y, state = _wkv4_step(w, u, k_t.astype(acc), v_t.astype(acc), state)
+    y, state = _wkv4_step_one_exp(w, u, k_t.astype(acc), v_t.astype(acc), state)
     return y.astype(k_t.dtype), state
 
 
@@ -233,7 +255,7 @@ def wkv4_segment(time_decay, time_first, k, v, state: WKV4State):
     _check_wkv4_state("wkv4_segment", state, k)
     acc, w, u = _wkv4_params(time_decay, time_first, k)
     state = WKV4State(*(s.astype(acc) for s in state))
-    y, state = _wkv4_scan_from(w, u, k.astype(acc), v.astype(acc), state)
+    y, state = _wkv4_scan_from(w, u, k.astype(acc), v.astype(acc), state, _wkv4_step_one_exp)
     return y.astype(k.dtype), state
 
 
