@@ -15,6 +15,12 @@ A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
 5. the dotted overrides themselves (``algo.lr=1e-3 train.total_steps=2e6``), so
    a key given explicitly always beats a per-map or selected file.
 
+Between 1 and 2 sits the algorithm's settings for the environment's domain,
+``configs/algo/<env.name>/<algo.name>.yaml`` if it exists (the report's
+per-domain settings, such as MARWKV's learning rate on SMAC, Table 2), with
+``env.name`` and ``algo.name`` as the later layers set them: any file the run
+names, and any explicit key, beats it.
+
 A YAML file may ``include:`` other files (a path or a list of paths, relative to
 ``configs/`` or else to the including file); the including file's own keys win
 over its includes, and a later include wins over an earlier one.
@@ -39,8 +45,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv")
+KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv", "mappo", "happo")
 RWKV_ALGOS = ("marwkv", "mat_rwkv")
+MLP_ALGOS = ("mappo", "happo")
 DISTRIBUTED_MODES = ("auto", "on", "off")
 
 
@@ -63,6 +70,11 @@ class EnvConfig:
     maps: tuple[str, ...] = ()  # smax_multi: the SMAX maps trained together
     disabled_joints: tuple[str, ...] = ()  # mujoco: joints whose agents' actions are ignored (zero torque)
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
+    # smac, isaac (host bridges, jax_mat/envs/host_options.py):
+    host_env: str = ""  # the simulator's constructor "module:attribute"; "" = the real SMAC / Bi-DexHands
+    host_workers: int = 0  # worker processes per pool; 0 = one per environment (smac), one in all (isaac)
+    host_timeout_s: float = 60.0  # a worker silent this long on a step is restarted (its episodes truncated)
+    host_python: str = ""  # the workers' interpreter ("" = this one; Isaac Gym Preview 4 needs Python <= 3.8)
 
     def __post_init__(self):
         from jax_mat.envs import registry
@@ -81,7 +93,7 @@ class EnvConfig:
 class AlgoConfig:
     """Algorithm, PPO and network settings (upstream MAT on SMAC, report Tables 1-3)."""
 
-    name: str = "mat"  # known: mat, mat_dec, marwkv, mat_rwkv (MAT encoder + RWKV decoder)
+    name: str = "mat"  # known: mat, mat_dec, marwkv, mat_rwkv (MAT encoder + RWKV decoder), mappo, happo
     lr: float = 5e-4
     opti_eps: float = 1e-5
     ppo_epochs: int = 10
@@ -100,11 +112,13 @@ class AlgoConfig:
     use_policy_active_masks: bool = True
     use_proper_time_limits: bool = False  # bootstrap through time limits (MuJoCo); SMAC/SMAX: they are terminal
     n_block: int = 1
-    n_embd: int = 64
+    n_embd: int = 64  # the hidden width (MAPPO/HAPPO: of each MLP layer)
     n_head: int = 1
     dec_actor: bool = False  # True for mat_dec
-    share_actor: bool = False
+    share_actor: bool = False  # mat_dec: one actor MLP for all agents
     rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
+    wkv_impl: str = "auto"  # marwkv, mat_rwkv: the WKV operator (jax_mat.ops.wkv.IMPLS; auto: Pallas on a GPU)
+    mlp_layers: int = 2  # mappo, happo: hidden layers of the actor and critic MLPs
 
     def __post_init__(self):
         if self.name not in KNOWN_ALGOS:
@@ -118,13 +132,26 @@ class AlgoConfig:
         _require_positive("algo", self, "lr", "opti_eps", "clip", "max_grad_norm", "huber_delta")
         _require_non_negative("algo", self, "entropy_coef", "value_loss_coef")
         _require_unit_interval("algo", self, "gamma", "gae_lambda")
-        _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head")
+        _require_at_least_one("algo", self, "ppo_epochs", "num_mini_batch", "n_block", "n_embd", "n_head", "mlp_layers")
+        if self.share_actor and self.name != "mat_dec":
+            raise ValueError(
+                f"algo.share_actor applies to mat_dec only, not {self.name} "
+                "(mappo always shares one actor, happo always has one per agent)"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(f"algo.n_embd ({self.n_embd}) must be divisible by algo.n_head ({self.n_head})")
         if self.rwkv_version not in (4, 5, 6):
             raise ValueError(f"algo.rwkv_version must be 4, 5 or 6, got {self.rwkv_version!r}")
         if self.name in RWKV_ALGOS:
             self.network_config()  # the network's own checks (e.g. v6's minimum width), before any jit
+            if self.wkv_impl == "pallas":
+                import jax
+
+                if jax.default_backend() != "gpu":
+                    raise ValueError(
+                        f"algo.wkv_impl=pallas needs a GPU (the default backend is {jax.default_backend()}); "
+                        "use algo.wkv_impl=scan or auto"
+                    )
 
     def loss_config(self):
         """The PPO objective's settings as ``jax_mat.algos.ppo.LossConfig``."""
@@ -133,7 +160,13 @@ class AlgoConfig:
         return _project(self, LossConfig)
 
     def network_config(self):
-        """The network's settings: ``MATConfig`` (mat, mat_dec) or ``MARWKVConfig`` (marwkv, mat_rwkv)."""
+        """The network's settings: ``MATConfig`` (mat, mat_dec), ``MARWKVConfig`` (marwkv, mat_rwkv) or
+        ``MLPConfig`` (mappo, happo)."""
+        if self.name in MLP_ALGOS:
+            from jax_mat.networks.mlp import MLPConfig
+
+            mappo = self.name == "mappo"
+            return MLPConfig(hidden=self.n_embd, n_layers=self.mlp_layers, share_actor=mappo, agent_critic=mappo)
         if self.name in RWKV_ALGOS:
             from jax_mat.networks.marwkv import MARWKVConfig
 
@@ -143,6 +176,7 @@ class AlgoConfig:
                 n_embd=self.n_embd,
                 n_head=self.n_head,
                 hybrid=self.name == "mat_rwkv",
+                wkv_impl=self.wkv_impl,
             )
         from jax_mat.networks.mat import MATConfig
 
@@ -159,9 +193,13 @@ class TrainConfig:
     log_every: int = 1  # updates between logged points
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     eval_episodes: int = 32
+    seeds: int = 1  # independent runs with seeds seed, seed + 1, ... trained as one vmapped program
     # Scale-out (jax_mat.training.distributed, docs/distributed.md): the environments are sharded over
     # ``devices`` ("all" or a count; every process's devices in a multi-process run), parameters replicated.
     devices: str = "1"
+    # Seed sweeps over devices: the seeds split over this many equal groups of the devices, each group
+    # splitting its seeds' environments over its devices (1: every seed on every device, vmapped).
+    seed_shards: int = 1
     distributed: str = "auto"  # jax.distributed: auto (when an address or process count is given), on, off
     coordinator_address: str = ""  # "host:port" of process 0; "" -> $JAX_COORDINATOR_ADDRESS or auto-detected
     num_processes: int = 0  # 0 -> $JAX_NUM_PROCESSES or auto-detected
@@ -170,14 +208,27 @@ class TrainConfig:
     def __post_init__(self):
         _require_at_least_one(
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
-            "eval_episodes",
+            "eval_episodes", "seeds", "seed_shards",
         )  # fmt: skip
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) >= 1):
             raise ValueError(f"train.devices must be 'all' or a device count >= 1, got {self.devices!r}")
-        if self.device_count is not None and self.n_envs % self.device_count:
+        if self.seeds % self.seed_shards:
             raise ValueError(
-                f"train.n_envs ({self.n_envs}) must be divisible by train.devices ({self.device_count}): "
-                f"the environments are split evenly over the devices"
+                f"train.seeds ({self.seeds}) must be divisible by train.seed_shards ({self.seed_shards}): "
+                f"the seeds are split evenly over that many groups of devices"
+            )
+        if self.device_count is not None and self.device_count % self.seed_shards:
+            raise ValueError(
+                f"train.devices ({self.device_count}) must be divisible by train.seed_shards ({self.seed_shards}): "
+                f"the seeds are spread over that many equal groups of devices"
+            )
+        env_shards = self.device_count // self.seed_shards if self.device_count is not None else 1
+        if self.n_envs % env_shards:
+            over = f"train.devices ({self.device_count})" if self.seed_shards == 1 else (
+                f"the {env_shards} devices of each of train.seed_shards ({self.seed_shards}) groups")
+            raise ValueError(
+                f"train.n_envs ({self.n_envs}) must be divisible by {over}: the environments are split evenly "
+                f"over the devices"
             )
         if self.distributed not in DISTRIBUTED_MODES:
             raise ValueError(
@@ -212,6 +263,18 @@ class TrainConfig:
         return None if self.devices == "all" else int(self.devices)
 
 
+def check_splits_over_devices(env_name: str, n_devices: int) -> None:
+    """``ValueError`` unless environment ``env_name`` can be split over ``n_devices`` devices (host bridges cannot)."""
+    from jax_mat.envs import registry
+
+    if n_devices > 1 and not registry.supports_device_splits(env_name):
+        raise ValueError(
+            f"env.name={env_name} cannot be split over {n_devices} devices (train.devices): its simulators live in "
+            "this process's worker pool, stepped by one ordered host callback that XLA runs on a single device, "
+            "and its state is a handle to that pool, not per-environment arrays; use train.devices=1"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One training run."""
@@ -231,6 +294,16 @@ class Config:
                 f"train.n_envs * train.episode_length = {t.n_envs} * {t.episode_length} = {self.batch_size} "
                 f"is not divisible by algo.num_mini_batch = {self.algo.num_mini_batch}"
             )
+        if t.seeds > 1:
+            from jax_mat.envs import registry
+
+            if not registry.supports_seed_sweeps(self.env.name):
+                raise ValueError(
+                    f"train.seeds={t.seeds} (a vmapped seed sweep) cannot run env.name={self.env.name}: its host "
+                    "simulators are stepped by an ordered callback, which jax.vmap refuses; run one seed per process"
+                )
+        if t.device_count is not None and t.device_count > 1:
+            check_splits_over_devices(self.env.name, t.device_count)
         if t.total_steps < self.batch_size:
             raise ValueError(
                 f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "
@@ -626,19 +699,37 @@ def load_train_config(config_path: str | None = None, overrides: Sequence[str] =
 def _layers(config_path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
     """The flat typed layer ``load_config`` builds from."""
     selectors, explicit = _parse_overrides(overrides)
-    flat = _load_file(CONFIGS_DIR / "default.yaml")
+    layers = []
     if config_path is not None:
-        flat.update(_load_file(_named_config_path(config_path)))
+        layers.append(_load_file(_named_config_path(config_path)))
     for section, name in selectors:
-        flat.update(_load_file(_section_file(section, name)))
+        layers.append(_load_file(_section_file(section, name)))
     for variant_key in ("env.map", "env.task"):
         if variant_key in explicit:
-            env_name = explicit.get("env.name", flat.get("env.name", EnvConfig.name))
+            env_name = _current("env.name", EnvConfig.name, *layers, explicit)
             per_variant = CONFIGS_DIR / "env" / f"{env_name}_{explicit[variant_key]}.yaml"
             if per_variant.is_file():
-                flat.update(_load_file(per_variant))
-    flat.update(explicit)
+                layers.append(_load_file(per_variant))
+    layers.append(explicit)
+    # The algorithm's per-domain settings sit just above the defaults: every file the run names, and
+    # every explicit key, still beats them.
+    env_name = _current("env.name", EnvConfig.name, *layers)
+    algo_name = _current("algo.name", AlgoConfig.name, *layers)
+    domain_algo = CONFIGS_DIR / "algo" / env_name / f"{algo_name}.yaml"
+    flat = _load_file(CONFIGS_DIR / "default.yaml")
+    if domain_algo.is_file():
+        flat.update(_load_file(domain_algo))
+    for layer in layers:
+        flat.update(layer)
     return flat
+
+
+def _current(key: str, default: Any, *layers: Mapping[str, Any]) -> Any:
+    """``key``'s value in the last layer that sets it (else ``default``)."""
+    for layer in reversed(layers):
+        if key in layer:
+            return layer[key]
+    return default
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Examples::
     python -m jax_mat.train smax_2s3z --run-dir runs/mine
     python -m jax_mat.train --resume runs/mat-smax-3m-20261124-101500
     python -m jax_mat.train train.devices=all                 # environments split over every device
+    python -m jax_mat.train --seeds 8 train.devices=4 train.seed_shards=4   # 2 seeds on each of 4 devices
 
 Several processes (hosts) run the same command, joined by ``jax.distributed``
 (``docs/distributed.md``); only process 0 writes the logs, the config and the
@@ -29,6 +30,7 @@ import time
 from typing import Sequence
 
 from jax_mat import config as config_lib
+from jax_mat.host.pool import HostEnvFailure
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -45,13 +47,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="an optional config name or YAML path, then dotted overrides")
     parser.add_argument("--run-dir", help="where to write the run (default runs/<name>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="train N independent seeds (seed, seed + 1, ...) as one vmapped program (= train.seeds=N)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    # Intermixed: options may come before, between or after the config items (`--seeds 4 key=value`).
+    return parser.parse_intermixed_args(argv)
+
+
+def _config_items(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The config name and the overrides of the command line, ``--seeds`` included."""
+    name, overrides = config_lib.split_cli_args(args.items)
+    if args.seeds is not None:
+        if args.resume:
+            raise ValueError("--seeds cannot change on --resume: a run keeps its seeds")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        overrides = [*overrides, f"train.seeds={args.seeds}"]
+    return name, overrides
 
 
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     """The config, the run directory and whether it resumes; raises ``ValueError`` on bad input."""
-    name, overrides = config_lib.split_cli_args(args.items)
+    name, overrides = _config_items(args)
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")
@@ -74,12 +91,6 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     return cfg, run_dir, False
 
 
-def _host_metrics(metrics) -> dict[str, float]:
-    import jax
-
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update: int) -> str | None:
     """What went non-finite in ``update`` (the environment first: a physics blow-up poisons the loss), or None."""
     bad_steps = metrics.get("rollout/nonfinite_steps", 0.0)
@@ -92,21 +103,40 @@ def _nonfinite_problem(metrics: dict[str, float], update: int, steps_per_update:
     return None
 
 
+def _sweep_problem(per_seed: list[dict[str, float]], update: int, steps_per_update: int) -> str | None:
+    """The first seed's non-finite problem, naming the seed in a sweep."""
+    for seed, metrics in enumerate(per_seed):
+        problem = _nonfinite_problem(metrics, update, steps_per_update)
+        if problem:
+            return problem if len(per_seed) == 1 else f"seed {seed}: {problem}"
+    return None
+
+
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
-    """Train (or continue) the run in ``run_dir``; returns the evaluation results."""
+    """Train (or continue) the run in ``run_dir``; returns the evaluation results.
+
+    With ``train.seeds = S > 1`` the ``S`` seeds (``seed + k``) train as one
+    ``jax.vmap``-ped program whose state (and checkpoint) holds every seed.
+    """
     import jax
 
+    from jax_mat.training import distributed, sweep
+
+    # The device checks come before the heavy imports below (tensorboardX takes seconds) and any worker.
+    mesh = distributed.mesh_from_config(cfg.train)
+    config_lib.check_splits_over_devices(cfg.env.name, mesh.size)  # what train.devices=all found
+
+    from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
-    from jax_mat.training import distributed
     from jax_mat.training.checkpoint import Checkpointer
     from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
 
-    mesh = distributed.mesh_from_config(cfg.train)
     primary = distributed.is_primary()
     env = make_env_from_config(cfg.env)
     training = distributed.shard_training(Trainer(cfg, env, make_policy(env.spec, cfg.algo)), mesh)
+    n_seeds = cfg.train.seeds
     distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     if resume:
@@ -117,22 +147,28 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             # A process id belongs to one process of one launch; a resumed run gets its own again.
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
             config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE))
-        state = training.init(jax.random.PRNGKey(cfg.seed))
+        with reporting_host_errors(env):
+            state = training.init(sweep.run_keys(cfg.seed, n_seeds))
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
-    done_updates = int(state.update)
+    done_updates = training.updates_done(state)
     if primary:
-        logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress)
+        logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress,
+                           n_seeds=n_seeds)
     else:
         logger = NullLogger()
+    per_seed = lambda tree: sweep.split_seeds(tree, n_seeds)
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = training.update(state)
-            metrics = _host_metrics(metrics)
+            with reporting_host_errors(env):
+                state, metrics = training.update(state)
+                metrics = per_seed(metrics)
+            for seed_metrics in metrics:
+                seed_metrics.update(host_metrics(env))
             done_updates += 1
-            problem = _nonfinite_problem(metrics, done_updates, steps_per_update)
+            problem = _sweep_problem(metrics, done_updates, steps_per_update)
             if problem:
                 last = checkpointer.latest_step()
                 raise TrainingError(
@@ -140,7 +176,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
                     f"Last good checkpoint: {'none' if last is None else f'update {last}'} in {checkpointer.directory}"
                 )
             now = time.perf_counter()
-            sps = steps_per_update / max(now - tick, 1e-9)
+            sps = n_seeds * steps_per_update / max(now - tick, 1e-9)
             tick = now
             env_steps = done_updates * steps_per_update
             if done_updates % cfg.train.log_every == 0 or done_updates == total_updates:
@@ -148,17 +184,22 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             logger.advance(steps_per_update)
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
-        results = {k: float(v) for k, v in jax.device_get(training.evaluate(
-            state.params, jax.random.PRNGKey(cfg.seed + 10_000))).items()}
-        results.update({"env_steps": total_updates * steps_per_update, "updates": total_updates,
-                        "deterministic": True, "devices": mesh.size, "processes": jax.process_count()})
+        with reporting_host_errors(env):
+            results = sweep.split_seeds(training.evaluate(state.params, sweep.run_keys(cfg.seed + 10_000, n_seeds)),
+                                        n_seeds)
         logger.log_eval(total_updates * steps_per_update, results)
+        summary = sweep.summarize(results, {"env_steps": total_updates * steps_per_update, "updates": total_updates,
+                                            "seeds": n_seeds, "deterministic": True, "devices": mesh.size,
+                                            "mesh": dict(mesh.shape), "processes": jax.process_count()})
         if primary:
-            write_json_atomic(os.path.join(run_dir, "eval.json"), results)
-        return results
+            write_json_atomic(os.path.join(run_dir, "eval.json"), summary)
+        return summary
     finally:
         logger.close()
         checkpointer.close()
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()  # a host bridge's worker processes
 
 
 def join_processes(args: argparse.Namespace) -> None:
@@ -168,7 +209,7 @@ def join_processes(args: argparse.Namespace) -> None:
     JAX's backends (the environment checks of the full config do). ``ValueError`` on bad process
     settings, or when several processes would each pick their own time-stamped run directory.
     """
-    name, overrides = config_lib.split_cli_args(args.items)
+    name, overrides = _config_items(args)
     if args.resume:
         saved = os.path.join(args.resume, CONFIG_FILE)
         if not os.path.isfile(saved):
@@ -202,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, HostEnvFailure) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
@@ -210,10 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not distributed.is_primary():
         return 0
+    from jax_mat.envs.registry import has_wins
+
+    seeds = results["seeds"]
+    over = f"{int(results['episodes'])} greedy episodes" + (f", mean over {seeds} seeds" if seeds > 1 else "")
+    win_rate = f"win rate {results['win_rate']:.2f}, " if has_wins(cfg.env) else ""
     print(
-        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps in {minutes:.1f} min\n"
-        f"evaluation ({int(results['episodes'])} greedy episodes): win rate {results['win_rate']:.2f}, "
-        f"mean return {results['mean_return']:.2f}\n"
+        f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps"
+        f"{f' x {seeds} seeds' if seeds > 1 else ''} in {minutes:.1f} min\n"
+        f"evaluation ({over}): {win_rate}mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"
     )
     return 0

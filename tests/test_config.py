@@ -81,6 +81,17 @@ def test_algo_selectors_load_marwkv_versions_and_the_hybrid():
         assert (net.version, net.hybrid, net.n_embd) == (version, name == "mat_rwkv", 64)
 
 
+def test_domain_settings_of_an_algorithm_apply_after_selectors_and_before_explicit_keys(tmp_path):
+    # MARWKV's SMAC learning rate (report Table 2) lives in configs/algo/smax/marwkv.yaml, not in the
+    # algorithm's own file, so that other domains keep their own learning rates.
+    assert "lr" not in yaml.safe_load((CONFIGS / "algo" / "marwkv.yaml").read_text())["algo"]
+    assert load_config("smax_3m", ["algo=marwkv"]).algo.lr == 1e-3
+    assert load_config(overrides=["algo=marwkv", "algo=mat"]).algo.lr == 5e-4
+    assert load_config(overrides=["algo.lr=3e-3", "algo=marwkv"]).algo.lr == 3e-3
+    (tmp_path / "mine.yaml").write_text("algo: {name: marwkv, lr: 2e-3}\n")  # a file the run names wins too
+    assert load_config(str(tmp_path / "mine.yaml")).algo.lr == 2e-3
+
+
 def test_experiments_by_name_and_by_path():
     by_name = load_config("smax_2s3z")
     assert (by_name.env.map, by_name.train.total_steps) == ("2s3z", 3_000_000)
@@ -188,11 +199,13 @@ def test_per_map_files_load_and_validate(smax_map):
         (["algo.num_mini_batch=7"], "32 * 100 = 3200 is not divisible by algo.num_mini_batch = 7"),
         (["algo.n_head=3"], "algo.n_embd (64) must be divisible by algo.n_head (3)"),
         (["train.total_steps=1000"], "train.total_steps (1000) is less than one update"),
-        (["algo=mappo"], "unknown algorithm 'mappo' (algo=mappo); known: marwkv, marwkv_v5, marwkv_v6, mat, mat_dec"),
-        (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec, marwkv, mat_rwkv"),
+        (["algo=mapo"], "unknown algorithm 'mapo' (algo=mapo); did you mean 'mappo'? known: happo, mappo, marwkv,"),
+        (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec, marwkv, mat_rwkv, mappo, happo"),
         (["algo=marwkv", "algo.rwkv_version=7"], "algo.rwkv_version must be 4, 5 or 6, got 7"),
+        (["algo=marwkv", "algo.wkv_impl=cuda"], "unknown WKV impl 'cuda'; allowed: 'scan', 'chunked', 'pallas', 'auto'"),
+        (["algo=marwkv", "algo.wkv_impl=pallas"], "algo.wkv_impl=pallas needs a GPU (the default backend is cpu)"),
         (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
-        (["env.name=mujoco"], "unknown environment 'mujoco' (env.name); known: smax"),
+        (["env.name=starcraft"], "unknown environment 'starcraft' (env.name); known: smax, smac, isaac, mujoco"),
         (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),
         (["env.map=MMM2"], "Use env=smac"),
         (["env=smax_4m"], "unknown env config 'smax_4m' (env=smax_4m); did you mean"),
@@ -267,6 +280,12 @@ def test_resume_overrides_single_keys_only(tmp_path):
     assert config_lib.config_from_file(path, ["train.total_steps=2e6"]).train.total_steps == 2_000_000
     with pytest.raises(ValueError, match="cannot apply algo=mat_dec"):
         config_lib.config_from_file(path, ["algo=mat_dec"])
+
+
+def test_host_bridges_refuse_vmapped_seed_sweeps():
+    with pytest.raises(ValueError, match=r"train.seeds=2 \(a vmapped seed sweep\) cannot run env.name=smac"):
+        load_config("smac_standin_3m", ["train.seeds=2"])
+    assert load_config("smac_standin_3m").train.seeds == 1
 
 
 def test_train_section_alone_matches_the_full_config_without_building_the_others(tmp_path):

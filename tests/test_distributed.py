@@ -1,5 +1,5 @@
 """Data-parallel training (``jax_mat.training.distributed``): N devices train like one, checkpoints move
-between device counts, seeds compose with devices, two ``jax.distributed`` processes train together,
+between device counts, seed sweeps compose with devices, two ``jax.distributed`` processes train together,
 and bad device or process settings are refused before anything is compiled.
 
 This process already runs JAX on one CPU device, so the multi-device runs are child processes with
@@ -9,6 +9,7 @@ compile time on a 2-core CPU; only float rounding differs). The one-device refer
 programs ``tests/test_training.py`` compiles too.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -28,7 +29,7 @@ from jax_mat import config as config_lib
 from jax_mat import evaluate, train
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
-from jax_mat.training import distributed
+from jax_mat.training import distributed, sweep
 from jax_mat.training.checkpoint import Checkpointer
 from jax_mat.training.runner import Trainer
 
@@ -68,14 +69,15 @@ def _trainer(cfg):
 
 
 def _params_at(run_dir, step):
-    """The parameters of checkpoint ``step`` of ``run_dir``, restored onto this process's one device."""
+    """The parameters of checkpoint ``step`` of ``run_dir`` (``[S, ...]`` for a sweep), restored onto this
+    process's one device."""
     trainer = _trainer(config_lib.config_from_file(os.path.join(run_dir, "config.yaml")))
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     try:
-        state = checkpointer.restore(jax.eval_shape(trainer.init, jax.random.PRNGKey(0)), step)
+        state = checkpointer.restore(sweep.state_template(trainer), step)
     finally:
         checkpointer.close()
-    assert int(state.update) == step
+    assert np.all(np.asarray(state.update) == step)
     return state.params
 
 
@@ -125,22 +127,20 @@ def test_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_path)
 
 
 @pytest.mark.timeout(900)
-def test_seeds_vmapped_and_spread_over_devices_equal_single_seed_runs(tmp_path):
-    """A (2, 2) mesh: the two seeds on two groups of devices, each seed's environments split in two."""
-    cfg = config_lib.load_config(None, _tiny(2))
-    out = tmp_path / "seeds.npz"
-    _checked(_run_child(["tests/distributed_worker.py", "seeds", str(out), "2", "2", *_tiny(2)], devices=4))
-    sharded = np.load(out)
-    assert int(sharded["devices"]) == 4
-    assert sharded["obs_shard_shape"][:2].tolist() == [1, 2]  # [seeds, envs] on each device
-    trainer = _trainer(cfg)
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    single = jax.jit(trainer.train)  # the program tests/test_training.py compiles
-    for seed, key in enumerate(keys):
-        state, metrics = single(key)
-        for i, leaf in enumerate(jax.tree.leaves(state.params)):
-            np.testing.assert_allclose(sharded[f"params/{i}"][seed], leaf, **TOLERANCE)
-        np.testing.assert_allclose(sharded["metrics/loss/total"][seed], metrics["loss/total"], **TOLERANCE)
+def test_seeds_spread_over_and_vmapped_on_devices_equal_single_seed_runs(one_device_run, tmp_path):
+    """``--seeds 2`` on a (2, 2) mesh: the seeds on two groups of devices, each seed's environments split
+    over the two devices of its group; seed k equals the one-device run with ``seed=k``."""
+    run_dir, seed_1 = tmp_path / "sweep", tmp_path / "seed_1"
+    _checked(_run_child(["-m", "jax_mat.train", *_tiny(2), "--seeds", "2", "train.devices=4", "train.seed_shards=2",
+                         "--run-dir", str(run_dir), "--no-progress"], devices=4))
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert results["devices"] == 4 and results["mesh"] == {"seeds": 2, "envs": 2} and len(results["per_seed"]) == 2
+    assert train.main([*_tiny(2), "seed=1", "--run-dir", str(seed_1), "--no-progress"]) == 0
+    swept = _params_at(run_dir, 2)
+    for seed, single_run in enumerate([one_device_run, seed_1]):
+        _assert_close_trees(jax.tree.map(lambda x: x[seed], swept), _params_at(single_run, 2))
+    losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([x["loss/total"] for x in losses if x["seed"] == 1], _losses(seed_1), **TOLERANCE)
 
 
 def _free_port() -> int:
@@ -194,6 +194,11 @@ def test_two_processes_train_together_and_only_process_0_writes(one_device_run, 
     (["train.devices=2"], {}, "train.devices=2 but only 1 cpu device(s) are visible"),
     (["train.devices=4", "train.n_envs=6"], {}, "train.n_envs (6) must be divisible by train.devices (4)"),
     (["train.devices=-1"], {}, "train.devices must be 'all' or a device count >= 1"),
+    (["--seeds", "3", "train.seed_shards=2"], {}, "train.seeds (3) must be divisible by train.seed_shards (2)"),
+    (["--seeds", "3", "train.devices=4", "train.seed_shards=3"], {},
+     "train.devices (4) must be divisible by train.seed_shards (3)"),
+    (["--seeds", "2", "train.devices=4", "train.seed_shards=2", "train.n_envs=5"], {},
+     "train.n_envs (5) must be divisible by the 2 devices of each of train.seed_shards (2) groups"),
     (["train.num_processes=2", "train.process_id=2"], {}, "train.process_id (2) must be below train.num_processes (2)"),
     (["train.num_processes=2"], {}, "missing: coordinator address, process id"),
     (["train.distributed=off", "train.process_id=1"], {}, "train.distributed=off contradicts train.process_id"),
@@ -211,11 +216,21 @@ def test_bad_device_and_process_settings_fail_before_compiling(tmp_path, capfd, 
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     run_dir = tmp_path / "run"
+    config_lib.load_config(None, _tiny(1))  # imports JaxMARL first, so the time below is the CLI's own
     start = time.perf_counter()
     assert train.main([*_tiny(1), *argv, "--run-dir", str(run_dir), "--no-progress"]) == 2
     assert message in capfd.readouterr().err
     assert time.perf_counter() - start < 5, "errors must come before any compilation"
     assert not run_dir.exists()
+
+
+def test_host_bridges_refuse_more_than_one_device():
+    with pytest.raises(ValueError, match=r"env.name=smac cannot be split over 2 devices \(train.devices\)"):
+        config_lib.load_config("smac_standin_3m", ["train.devices=2"])
+    with pytest.raises(ValueError, match="env.name=smac cannot be split over 4 devices"):
+        config_lib.check_splits_over_devices("smac", 4)  # what train.devices=all meets on 4 devices
+    config_lib.check_splits_over_devices("smac", 1)
+    config_lib.check_splits_over_devices("smax", 4)
 
 
 def test_environments_that_do_not_divide_over_all_devices_fail_before_compiling(tmp_path):
@@ -255,3 +270,26 @@ def test_state_shardings_split_environments_and_replicate_the_rest():
         PartitionSpec()}
     with pytest.raises(ValueError, match="cannot be split into 3 equal groups"):
         distributed.make_mesh(jax.devices(), 4, seed_shards=3)
+
+
+@pytest.mark.parametrize("algo", ["mat", "mappo", "happo"])
+def test_learners_hand_every_minibatch_to_the_placement_hook(algo):
+    """Traced only: every minibatch the learner differentiates passes through ``shard_minibatches`` first
+    (HAPPO: each actor's and the critic's), shaped ``[num_mini_batch, rows / num_mini_batch, ...]``."""
+    cfg = config_lib.load_config(None, _tiny(1, f"algo={algo}"))
+    placed = []
+
+    def place(minibatches):
+        placed.append(minibatches)
+        return minibatches
+
+    trainer = dataclasses.replace(_trainer(cfg), shard_minibatches=place)
+    assert trainer.learner.shard_minibatches is place
+    jax.eval_shape(trainer.update, jax.eval_shape(trainer.init, jax.random.PRNGKey(0)))
+    rows = cfg.train.n_envs * cfg.train.episode_length // cfg.algo.num_mini_batch
+    assert placed and all(x.shape[:2] == (cfg.algo.num_mini_batch, rows) for mb in placed for x in mb.values())
+    fields = [set(mb) for mb in placed]
+    if algo == "happo":
+        assert {"factor", "advantages"} <= fields[0] and {"returns", "state"} <= fields[-1]  # actors, then critic
+    else:
+        assert all({"obs", "advantages", "returns"} <= f for f in fields)

@@ -16,6 +16,7 @@ from jax_mat import config as config_lib
 from jax_mat import train
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
+from jax_mat.training import sweep
 from jax_mat.training.checkpoint import Checkpointer
 from jax_mat.training.runner import Trainer
 
@@ -38,7 +39,7 @@ def _params_of(run_dir):
     trainer = _trainer(config_lib.config_from_file(os.path.join(run_dir, "config.yaml")))
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
     try:
-        return ckpt.restore(jax.eval_shape(trainer.init, jax.random.PRNGKey(0))).params
+        return ckpt.restore(sweep.state_template(trainer)).params
     finally:
         ckpt.close()
 
@@ -102,6 +103,39 @@ def test_vmapped_seeds_equal_single_seed_runs():
         np.testing.assert_allclose(x[1], y, rtol=1e-5, atol=1e-6)
 
 
+def test_cli_seed_sweep_equals_single_seed_runs_and_logs_each_seed(tmp_path, capfd):
+    sweep_dir, single_dir = tmp_path / "sweep", tmp_path / "single"
+    assert train.main([*_tiny(2), "seed=5", "--seeds", "2", "--run-dir", str(sweep_dir), "--no-progress"]) == 0
+    assert train.main([*_tiny(2), "seed=6", "--run-dir", str(single_dir), "--no-progress"]) == 0
+    swept, single = _params_of(sweep_dir), _params_of(single_dir)
+    for x, y in zip(jax.tree.leaves(swept), jax.tree.leaves(single)):
+        assert x.shape == (2, *y.shape)
+        np.testing.assert_allclose(x[1], y, rtol=1e-5, atol=1e-6)  # seed index 1 of base 5 is seed 6
+    assert sorted(p.name for p in (sweep_dir / "tb").iterdir()) == ["aggregate", "seed_0", "seed_1"]
+    lines = [json.loads(x) for x in (sweep_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["env_steps"], x["seed"]) for x in lines] == [(32, 0), (32, 1), (64, 0), (64, 1)]
+    results = json.loads((sweep_dir / "eval.json").read_text())
+    single_results = json.loads((single_dir / "eval.json").read_text())
+    assert results["seeds"] == 2 and len(results["per_seed"]) == 2
+    assert results["per_seed"][1]["mean_return"] == pytest.approx(single_results["mean_return"], abs=1e-5)
+    stats = results["statistics"]["mean_return"]
+    assert stats["mean"] == pytest.approx(np.mean([r["mean_return"] for r in results["per_seed"]]))
+    from jax_mat import evaluate
+    assert evaluate.main([str(sweep_dir), "--episodes", "2"]) == 0
+    assert "2 greedy episodes (mean over 2 seeds)" in capfd.readouterr().out
+    # A sweep resumes (and extends) like a single run; its seeds cannot change.
+    assert train.main(["--resume", str(sweep_dir), "train.total_steps=96", "--no-progress"]) == 0
+    assert json.loads((sweep_dir / "eval.json").read_text())["updates"] == 3
+    assert train.main(["--resume", str(sweep_dir), "--seeds", "3", "--no-progress"]) == 2
+
+
+def test_interquartile_mean_and_statistics_ignore_nan_seeds():
+    assert sweep.interquartile_mean([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 2.5, 3.5]) == pytest.approx(2.75)
+    stats = sweep.statistics([1.0, float("nan"), 3.0])
+    assert stats == {"mean": 2.0, "std": 1.0, "iqm": 2.0}
+    assert all(np.isnan(v) for v in sweep.statistics([float("nan")]).values())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["env.map=MMM3"], "unknown SMAX map 'MMM3'"),
     (["env.map=MMM2"], "medivac"),
@@ -111,6 +145,8 @@ def test_vmapped_seeds_equal_single_seed_runs():
     (["algo.clip=0"], "algo.clip"),
     (["train.n_envs=3", "algo.num_mini_batch=7"], "divisible"),
     (["--resume", "/nonexistent/run"], "no run directory"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["algo=happo", "algo.share_actor=true"], "algo.share_actor applies to mat_dec only"),
 ])
 def test_bad_input_fails_before_compiling_and_writes_nothing(tmp_path, capfd, argv, message):
     run_dir = tmp_path / "run"

@@ -51,6 +51,61 @@ def combine(policy_loss, entropy_loss, value_loss, config: LossConfig):
     return policy_loss - config.entropy_coef * entropy_loss + config.value_loss_coef * value_loss
 
 
+def policy_terms(
+    logp: jax.Array,
+    entropy: jax.Array,
+    old_logp: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    clip: float,
+    weight: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """The clipped surrogate and entropy terms (upstream MAT's, and HAPPO's with ``weight``).
+
+    Args:
+      logp, entropy, old_logp: ``[..., N, K]``; the ratio is clipped per
+        trailing entry (per action dimension for MAT's continuous head, the
+        joint ratio when ``K = 1``) and the surrogates are summed over ``K``.
+      advantages, mask: ``[..., N]``; the means are over ``mask``.
+      weight: optional ``[..., N]`` factor multiplying each agent's surrogate
+        (HAPPO's product of the previously updated agents' ratios).
+    Returns:
+      ``loss/policy`` (to minimise), ``loss/entropy`` (to maximise),
+      ``ppo/ratio`` and ``ppo/clip_frac`` (masked means).
+    """
+    ratio = jnp.exp(logp - old_logp)
+    adv = advantages[..., None]
+    surr1 = ratio * adv
+    surr2 = jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * adv
+    surrogate = jnp.minimum(surr1, surr2).sum(-1)
+    if weight is not None:
+        surrogate = weight * surrogate
+    return {
+        "loss/policy": masked_mean(-surrogate, mask),
+        "loss/entropy": masked_mean(entropy, mask[..., None]),
+        "ppo/ratio": masked_mean(ratio, mask[..., None]),
+        "ppo/clip_frac": masked_mean((jnp.abs(ratio - 1.0) > clip).astype(ratio.dtype), mask[..., None]),
+    }
+
+
+def value_loss(
+    values: jax.Array, value_preds: jax.Array, value_targets: jax.Array, mask: jax.Array, config: LossConfig
+) -> jax.Array:
+    """Upstream's clipped (Huber) value loss: ``[..., N]`` arrays, a masked mean over ``mask``.
+
+    ``value_targets`` are in the value network's (normalised) scale; the
+    prediction may move at most ``config.clip`` away from ``value_preds``.
+    """
+    clipped = value_preds + jnp.clip(values - value_preds, -config.clip, config.clip)
+    err_clipped, err = value_targets - clipped, value_targets - values
+    if config.use_huber_loss:
+        loss_clipped, loss_orig = upstream_huber(err_clipped, config.huber_delta), upstream_huber(err, config.huber_delta)
+    else:
+        loss_clipped, loss_orig = err_clipped**2 / 2, err**2 / 2
+    loss = jnp.maximum(loss_orig, loss_clipped) if config.use_clipped_value_loss else loss_orig
+    return masked_mean(loss, mask)
+
+
 def ppo_loss(
     logp: jax.Array,
     entropy: jax.Array,
@@ -62,7 +117,7 @@ def ppo_loss(
     active: jax.Array,
     config: LossConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Upstream ``MATTrainer.ppo_update``'s objective.
+    """Upstream ``MATTrainer.ppo_update``'s objective: ``policy_terms`` and ``value_loss`` combined.
 
     Args:
       logp, entropy, old_logp: ``[..., N, K]``.
@@ -71,36 +126,14 @@ def ppo_loss(
     Returns:
       The total loss and its parts.
     """
-    ratio = jnp.exp(logp - old_logp)
-    adv = advantages[..., None]
-    surr1 = ratio * adv
-    surr2 = jnp.clip(ratio, 1.0 - config.clip, 1.0 + config.clip) * adv
-    per_agent = -jnp.minimum(surr1, surr2).sum(-1)
     ones = jnp.ones_like(active)
     policy_mask = active if config.use_policy_active_masks else ones
-    policy_loss = masked_mean(per_agent, policy_mask)
-    entropy_loss = masked_mean(entropy, policy_mask[..., None])
-
-    clipped = value_preds + jnp.clip(values - value_preds, -config.clip, config.clip)
-    err_clipped, err = value_targets - clipped, value_targets - values
-    if config.use_huber_loss:
-        loss_clipped, loss_orig = upstream_huber(err_clipped, config.huber_delta), upstream_huber(err, config.huber_delta)
-    else:
-        loss_clipped, loss_orig = err_clipped**2 / 2, err**2 / 2
-    value_loss = jnp.maximum(loss_orig, loss_clipped) if config.use_clipped_value_loss else loss_orig
-    value_loss = masked_mean(value_loss, active if config.use_value_active_masks else ones)
-
-    total = combine(policy_loss, entropy_loss, value_loss, config)
-    clip_frac = masked_mean((jnp.abs(ratio - 1.0) > config.clip).astype(ratio.dtype), policy_mask[..., None])
-    metrics = {
-        "loss/total": total,
-        "loss/policy": policy_loss,
-        "loss/value": value_loss,
-        "loss/entropy": entropy_loss,
-        "ppo/ratio": masked_mean(ratio, policy_mask[..., None]),
-        "ppo/clip_frac": clip_frac,
-    }
-    return total, metrics
+    metrics = policy_terms(logp, entropy, old_logp, advantages, policy_mask, config.clip)
+    metrics["loss/value"] = value_loss(
+        values, value_preds, value_targets, active if config.use_value_active_masks else ones, config
+    )
+    total = combine(metrics["loss/policy"], metrics["loss/entropy"], metrics["loss/value"], config)
+    return total, {"loss/total": total, **metrics}
 
 
 def gae(
@@ -153,6 +186,21 @@ def normalize_advantages(advantages: jax.Array, active: jax.Array) -> jax.Array:
     count = active.sum()
     mean = (advantages * active).sum() / count
     var = (((advantages - mean) * active) ** 2).sum() / count
+    return (advantages - mean) / (jnp.sqrt(var) + 1e-5)
+
+
+def normalize_advantages_per_agent(advantages: jax.Array, active: jax.Array) -> jax.Array:
+    """``normalize_advantages`` for each agent (last axis) on its own, over the steps it is active.
+
+    HAPPO (HARL) standardises the shared advantage separately in each agent's
+    update, with that agent's active mask. An agent never active keeps its
+    advantages merely shifted (its count is clamped to 1); they are masked out of
+    its loss anyway.
+    """
+    axes = tuple(range(advantages.ndim - 1))
+    count = jnp.maximum(active.sum(axes), 1.0)
+    mean = (advantages * active).sum(axes) / count
+    var = (((advantages - mean) * active) ** 2).sum(axes) / count
     return (advantages - mean) / (jnp.sqrt(var) + 1e-5)
 
 

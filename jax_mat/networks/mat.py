@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
+from jax_mat.networks import initializers
 from jax_mat.networks import policy as policy_lib
 
 RELU_GAIN = math.sqrt(2.0)
@@ -54,8 +55,8 @@ DECODE_SEGMENT = 32  # act grows the KV caches this many positions at a time
 
 
 def orthogonal(gain: float, n_fused: int = 1):
-    """Orthogonal init; a fused ``[in, k * out]`` kernel gets ``k`` independent blocks."""
-    base = nn.initializers.orthogonal(scale=gain)
+    """Orthogonal init (``initializers.orthogonal``); a fused ``[in, k * out]`` kernel gets ``k`` independent blocks."""
+    base = initializers.orthogonal(gain)
 
     def init(key, shape, dtype=jnp.float32):
         if n_fused == 1:

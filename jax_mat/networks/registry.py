@@ -7,6 +7,7 @@ from typing import Any, Callable
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.marwkv import MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
+from jax_mat.networks.mlp import MLPPolicy
 from jax_mat.networks.policy import Policy
 
 
@@ -24,11 +25,23 @@ def _marwkv(spec: EnvSpec, algo: Any) -> Policy:
     return MARWKVPolicy(spec, algo.network_config())
 
 
+def _mlp(spec: EnvSpec, algo: Any) -> Policy:
+    """MAPPO (one shared actor, per-agent critic) or HAPPO (per-agent actors, one state critic)."""
+    if algo.name == "happo" and spec.n_agents < 2:
+        raise ValueError(
+            "HAPPO needs at least 2 agents (its sequential update corrects each agent by the ones before it); "
+            "this environment has 1: use algo=mappo"
+        )
+    return MLPPolicy(spec, algo.network_config())
+
+
 _BUILDERS: dict[str, Callable[[EnvSpec, Any], Policy]] = {
     "mat": _mat,
     "mat_dec": _mat_dec,
     "marwkv": _marwkv,
     "mat_rwkv": _marwkv,
+    "mappo": _mlp,
+    "happo": _mlp,
 }
 
 

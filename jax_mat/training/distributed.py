@@ -4,11 +4,12 @@ The trainer's functions (``Trainer.init``, ``update``, ``train``, ``evaluate``) 
 single-device programs. This module only tells ``jax.jit`` where each array lives, and
 XLA's SPMD partitioner (GSPMD) splits the program accordingly:
 
-- a ``Mesh`` with axes ``("seeds", "envs")``; one run uses a ``seeds`` axis of size 1;
+- a ``Mesh`` with axes ``("seeds", "envs")``; one run uses a ``seeds`` axis of size 1, a seed sweep
+  (``training.sweep``) splits its seeds over ``seeds`` (``train.seed_shards`` groups of devices);
 - in ``RunnerState``, ``env_state`` and ``timestep`` (``[n_envs, ...]`` leaves) are split over
   ``envs``; ``params``, ``opt_state``, ``value_norm``, ``key`` and ``update`` are replicated;
 - the shuffled minibatches ``[minibatches, rows, ...]`` are split over ``envs`` through the
-  trainer's ``shard_minibatches`` hook, so each device differentiates its own rows and the
+  trainer's ``shard_minibatches`` hook (the learners apply it where they form minibatches), so each device differentiates its own rows and the
   gradient is summed across devices (an all-reduce inside the jitted update) before the
   one clipped Adam step that every device applies to its copy of the parameters.
 
@@ -44,6 +45,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jax_mat.training import sweep
 
 SEED_AXIS = "seeds"
 ENV_AXIS = "envs"
@@ -197,8 +200,9 @@ def make_mesh(devices: Sequence[jax.Device], n_envs: int, seed_shards: int = 1) 
 
 
 def mesh_from_config(train: Any) -> Mesh:
-    """The mesh a run of ``train`` (a ``TrainConfig``) uses: its environments split over ``train.devices``."""
-    return make_mesh(select_devices(train.devices), train.n_envs)
+    """The mesh a run of ``train`` (a ``TrainConfig``) uses: ``train.devices`` in ``train.seed_shards`` groups
+    (the seeds of a sweep spread over the groups), each splitting its seeds' environments over its devices."""
+    return make_mesh(select_devices(train.devices), train.n_envs, train.seed_shards)
 
 
 def state_shardings(state: Any, mesh: Mesh, seeds: bool = False) -> Any:
@@ -264,36 +268,44 @@ def compile_aligned(name: str, program: Any, *args: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class ShardedTraining:
-    """A trainer's ``init``, ``update`` and ``evaluate`` for a mesh (one run: a ``seeds`` axis of size 1).
+    """A trainer's ``init``, ``update`` and ``evaluate`` for a mesh, for one seed or a sweep of
+    ``train.seeds`` seeds (``training.sweep``: the same functions ``jax.vmap``-ped over seeds).
 
-    ``init(key) -> RunnerState`` and ``update(state) -> (state, metrics)`` keep the state sharded as
-    ``state_shardings`` says (``update`` donates its input); metrics and evaluation results
-    (``evaluate(params, key)``, ``train.eval_episodes`` greedy episodes) are replicated, so every
-    process reads the same numbers. Each is compiled on first use (``compile_aligned``).
-    ``abstract_state`` is the template that restores a checkpoint, written on any number of devices,
-    onto this mesh; the ``*_program`` fields are the jitted functions (``.lower(...)``: HLO, cost analysis).
+    ``init(keys) -> RunnerState`` and ``update(state) -> (state, metrics)`` keep the state sharded as
+    ``state_shardings`` says (``update`` donates its input); ``keys`` is ``sweep.run_keys(seed, seeds)``.
+    Metrics and evaluation results (``evaluate(params, keys)``, ``train.eval_episodes`` greedy episodes
+    per seed) are replicated, so every process reads the same numbers; for a sweep each is ``[S]``.
+    ``updates_done(state)`` is the update count on the host. Each program is compiled on first use
+    (``compile_aligned``). ``abstract_state`` is the template that restores a checkpoint, written on any
+    number of devices, onto this mesh; the ``*_program`` fields are the jitted functions
+    (``.lower(...)``: HLO, cost analysis).
     """
 
     trainer: Any
     mesh: Mesh
     abstract_state: Any
-    abstract_key: jax.ShapeDtypeStruct
+    abstract_keys: jax.ShapeDtypeStruct
     init_program: Callable
     update_program: Callable
     evaluate_program: Callable
+    updates_done_program: Callable
 
-    def init(self, key: jax.Array) -> Any:
-        return self._compiled_init(replicate(key, self.mesh))
+    def init(self, keys: jax.Array) -> Any:
+        return self._compiled_init(replicate(keys, self.mesh))
 
     def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
         return self._compiled_update(state)
 
-    def evaluate(self, params: Any, key: jax.Array) -> dict[str, jax.Array]:
-        return self._compiled_evaluate(params, replicate(key, self.mesh))
+    def evaluate(self, params: Any, keys: jax.Array) -> dict[str, jax.Array]:
+        return self._compiled_evaluate(params, replicate(keys, self.mesh))
+
+    def updates_done(self, state: Any) -> int:
+        """The updates ``state`` has done (the most over a sweep's seeds)."""
+        return int(self._compiled_updates_done(state))
 
     @functools.cached_property
     def _compiled_init(self):
-        return compile_aligned("init", self.init_program, self.abstract_key)
+        return compile_aligned("init", self.init_program, self.abstract_keys)
 
     @functools.cached_property
     def _compiled_update(self):
@@ -301,49 +313,48 @@ class ShardedTraining:
 
     @functools.cached_property
     def _compiled_evaluate(self):
-        return compile_aligned("evaluate", self.evaluate_program, self.abstract_state.params, self.abstract_key,
-                               self.trainer.config.train.eval_episodes)
+        return compile_aligned("evaluate", self.evaluate_program, self.abstract_state.params, self.abstract_keys)
+
+    @functools.cached_property
+    def _compiled_updates_done(self):
+        return compile_aligned("updates_done", self.updates_done_program, self.abstract_state)
 
 
 def shard_training(trainer: Any, mesh: Mesh) -> ShardedTraining:
-    """``trainer``'s functions jitted with the shardings of data-parallel training over ``mesh``."""
-    if mesh.shape[SEED_AXIS] != 1:
-        raise ValueError(f"one run needs a mesh with a seeds axis of size 1, got {dict(mesh.shape)}")
+    """``trainer``'s functions jitted with the shardings of data-parallel training over ``mesh``.
+
+    With ``train.seeds = S > 1`` they are ``jax.vmap``-ped over seeds (``sweep.over_seeds``), the seeds
+    split over the mesh's ``seeds`` axis and each seed's environments over its ``envs`` axis: a
+    ``(1, n)`` mesh keeps every seed on every device, each device holding its share of every seed's
+    environments; an ``(n, 1)`` mesh gives each device whole seeds; ``(s, e)`` meshes mix both.
+    ``ValueError`` if the seeds do not divide over the ``seeds`` axis.
+    """
+    n_seeds, seed_shards = trainer.config.train.seeds, mesh.shape[SEED_AXIS]
+    if n_seeds % seed_shards:
+        raise ValueError(
+            f"train.seeds ({n_seeds}) must be divisible by the {seed_shards} groups of devices the seeds are "
+            f"spread over (train.seed_shards)"
+        )
     trainer = data_parallel_trainer(trainer, mesh)
-    key = jax.eval_shape(jax.random.PRNGKey, 0)
-    shapes = jax.eval_shape(trainer.init, key)
-    shardings = state_shardings(shapes, mesh)
+    # The seed axis of the vmapped programs is the mesh's, so sharding constraints inside (the minibatch
+    # rows) keep each seed on its own devices.
+    vmapped = functools.partial(sweep.over_seeds, n_seeds=n_seeds, spmd_axis_name=SEED_AXIS)
+    keys = jax.eval_shape(lambda: sweep.run_keys(trainer.config.seed, n_seeds))
+    init = vmapped(trainer.init)
+    shapes = jax.eval_shape(init, keys)
+    shardings = state_shardings(shapes, mesh, seeds=n_seeds > 1)
     replicated = NamedSharding(mesh, PartitionSpec())
+    n_episodes = trainer.config.train.eval_episodes
     return ShardedTraining(
         trainer=trainer,
         mesh=mesh,
         abstract_state=with_sharding(shapes, shardings),
-        abstract_key=jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated),
-        init_program=jax.jit(trainer.init, in_shardings=replicated, out_shardings=shardings),
-        update_program=jax.jit(trainer.update, in_shardings=(shardings,), out_shardings=(shardings, replicated),
-                               donate_argnums=0),
-        evaluate_program=jax.jit(trainer.evaluate, static_argnums=2, in_shardings=(shardings.params, replicated),
-                                 out_shardings=replicated),
+        abstract_keys=jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=replicated),
+        init_program=jax.jit(init, in_shardings=replicated, out_shardings=shardings),
+        update_program=jax.jit(vmapped(trainer.update), in_shardings=(shardings,),
+                               out_shardings=(shardings, replicated), donate_argnums=0),
+        evaluate_program=jax.jit(vmapped(lambda params, key: trainer.evaluate(params, key, n_episodes)),
+                                 in_shardings=(shardings.params, replicated), out_shardings=replicated),
+        updates_done_program=jax.jit(lambda state: state.update.max(), in_shardings=(shardings,),
+                                     out_shardings=replicated),
     )
-
-
-def train_seeds(trainer: Any, keys: jax.Array, mesh: Mesh) -> tuple[Any, dict[str, jax.Array]]:
-    """``jax.vmap(trainer.train)(keys)`` over ``mesh``: seeds split over its ``seeds`` axis, each seed's
-    environments (and minibatch rows) over its ``envs`` axis.
-
-    A ``(1, n)`` mesh keeps every seed on every device, vmapped, each device holding its share of
-    every seed's environments; an ``(n, 1)`` mesh spreads the seeds over the devices, each training
-    its seeds alone; ``(s, e)`` meshes mix both. ``keys``: ``[S, 2]`` with ``S`` divisible by the
-    ``seeds`` axis. Returns the final ``RunnerState`` ``[S, ...]`` and metrics ``[S, num_updates]``.
-    """
-    n_seeds, seed_shards = keys.shape[0], mesh.shape[SEED_AXIS]
-    if n_seeds % seed_shards:
-        raise ValueError(f"{n_seeds} seeds cannot be split evenly over the mesh's {seed_shards} seed groups")
-    seed_trainer = data_parallel_trainer(trainer, mesh)
-    train = jax.vmap(seed_trainer.train, spmd_axis_name=SEED_AXIS)
-    final_shapes, _ = jax.eval_shape(train, keys)
-    per_seed = NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-    program = jax.jit(train, in_shardings=per_seed, out_shardings=(state_shardings(final_shapes, mesh, seeds=True),
-                                                                   per_seed))
-    global_keys = jax.make_array_from_callback(keys.shape, per_seed, lambda index: np.asarray(keys)[index])
-    return compile_aligned("train_seeds", program, global_keys)(global_keys)

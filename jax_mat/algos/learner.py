@@ -1,0 +1,149 @@
+"""What turns one rollout into new parameters: the learner of each algorithm.
+
+A learner is a small frozen object with two pure functions:
+
+* ``init(params) -> opt_state``
+* ``update(params, opt_state, value_norm, rows, key) -> (params, opt_state, value_norm, metrics)``
+
+where ``rows`` is the rollout flattened to ``R = T * E`` environment-steps
+(each row holds all agents), with keys ``obs [R, N, O]``, ``state [R, S]``,
+``avail [R, N, A]``, ``actions``, ``logp [R, N, K]``, ``values [R, N]``
+(normalised scale), ``active [R, N]``, ``advantages [R, N]`` and
+``returns [R, N]`` (unnormalised). It also chooses how advantages are
+standardised (``normalize_advantages``).
+
+``PPOLearner`` is upstream MAT's update, used by every algorithm that trains
+all agents jointly (MAT, MAT-Dec, MARWKV, MAPPO); HAPPO's sequential update
+is ``algos.happo.HAPPOLearner``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import optax
+
+from jax_mat.algos import ppo, valuenorm
+from jax_mat.networks.policy import Policy
+
+GRAD_ACCUMULATION_TOKENS_CPU = 2048
+
+
+def grad_accumulation_tokens() -> int:
+    """Agent-tokens per gradient micro-batch: on a CPU, minibatches are differentiated in
+    micro-batches of this size (the same gradient; activations stay in cache, measured 1.2-1.5x
+    faster per update in ``docs/benchmarks.md``); elsewhere in one pass."""
+    return GRAD_ACCUMULATION_TOKENS_CPU if jax.default_backend() == "cpu" else 0
+
+
+def make_optimizer(lr: float, eps: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """Global-norm clipping then Adam, as upstream."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr, eps=eps))
+
+
+def policy_optimizer(policy: Policy, lr: float, eps: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """``make_optimizer`` over all parameters, or one per parameter group of the policy.
+
+    Upstream MAPPO and HAPPO keep separate actor and critic optimizers, each
+    clipping its own gradient norm: a policy with ``param_groups`` (group
+    names) and ``param_labels(params)`` (each leaf's group) gets one
+    ``make_optimizer`` per group through ``optax.multi_transform``.
+    """
+    groups = getattr(policy, "param_groups", ())
+    if not groups:
+        return make_optimizer(lr, eps, max_grad_norm)
+    return optax.multi_transform({g: make_optimizer(lr, eps, max_grad_norm) for g in groups}, policy.param_labels)
+
+
+MinibatchPlacement = Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
+
+
+def epoch_minibatches(key: jax.Array, rows: Mapping[str, jax.Array], num_mini_batch: int,
+                      place: MinibatchPlacement | None = None) -> dict[str, jax.Array]:
+    """Shuffled ``rows`` cut into ``[num_mini_batch, R / num_mini_batch, ...]`` (upstream's random sampler),
+    then put where ``place`` says (``training.distributed`` splits the rows over devices)."""
+    n_rows = jax.tree.leaves(rows)[0].shape[0]
+    perm = jax.random.permutation(key, n_rows)
+    minibatches = jax.tree.map(lambda x: x[perm].reshape((num_mini_batch, -1) + x.shape[1:]), dict(rows))
+    return minibatches if place is None else place(minibatches)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOLearner:
+    """Upstream MAT's update: ``ppo_epochs`` passes of ``num_mini_batch`` shuffled minibatches.
+
+    Each minibatch updates the value normaliser with its returns, computes
+    ``ppo.ppo_loss`` over all agents jointly, clips the gradient norm (per
+    parameter group) and takes an Adam step.
+    """
+
+    config: Any  # jax_mat.config.AlgoConfig
+    policy: Policy
+    shard_minibatches: MinibatchPlacement | None = None  # epoch_minibatches' ``place``
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        a = self.config
+        return policy_optimizer(self.policy, a.lr, a.opti_eps, a.max_grad_norm)
+
+    def init(self, params):
+        return self.optimizer.init(params)
+
+    def normalize_advantages(self, advantages: jax.Array, active: jax.Array) -> jax.Array:
+        return ppo.normalize_advantages(advantages, active)
+
+    def _loss(self, params, vn, batch):
+        a = self.config
+        logp, entropy, values = self.policy.evaluate(
+            params, batch["obs"], batch["actions"], batch["avail"], state=batch["state"]
+        )
+        targets = valuenorm.normalize(vn, batch["returns"]) if a.use_valuenorm else batch["returns"]
+        return ppo.ppo_loss(
+            logp, entropy, values,
+            old_logp=batch["logp"],
+            advantages=batch["advantages"],
+            value_preds=batch["values"],
+            value_targets=targets,
+            active=batch["active"],
+            config=a.loss_config(),
+        )
+
+    def _minibatch_step(self, carry, batch):
+        params, opt_state, vn = carry
+        if self.config.use_valuenorm:
+            vn = valuenorm.update(vn, batch["returns"])
+        rows, n_agents = batch["active"].shape
+        micro_rows = ppo.micro_batch_rows(rows, n_agents, grad_accumulation_tokens())
+        (_, metrics), grads = ppo.accumulated_loss_and_grad(
+            lambda p, b: self._loss(p, vn, b), params, batch, self.config.loss_config(), micro_rows
+        )
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return (params, opt_state, vn), metrics
+
+    def update(self, params, opt_state, vn, rows, key):
+        a = self.config
+
+        def epoch(carry, epoch_key):
+            minibatches = epoch_minibatches(epoch_key, rows, a.num_mini_batch, self.shard_minibatches)
+            return jax.lax.scan(self._minibatch_step, carry, minibatches)
+
+        (params, opt_state, vn), losses = jax.lax.scan(
+            epoch, (params, opt_state, vn), jax.random.split(key, a.ppo_epochs)
+        )
+        return params, opt_state, vn, {k: v.mean() for k, v in losses.items()}
+
+
+def make_learner(config: Any, policy: Policy, shard_minibatches: MinibatchPlacement | None = None):
+    """The learner of ``config.name`` (an ``AlgoConfig``): HAPPO's sequential update, or joint PPO.
+
+    ``shard_minibatches`` places every epoch's minibatches (``epoch_minibatches``' ``place``).
+    """
+    if config.name == "happo":
+        from jax_mat.algos.happo import HAPPOLearner
+
+        return HAPPOLearner(config, policy, shard_minibatches)
+    return PPOLearner(config, policy, shard_minibatches)
