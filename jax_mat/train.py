@@ -127,7 +127,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     config_lib.check_splits_over_devices(cfg.env.name, mesh.size)  # what train.devices=all found
 
     from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
-    from jax_mat.envs.registry import make_env_from_config
+    from jax_mat.envs.registry import has_wins, make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training.checkpoint import Checkpointer
     from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
@@ -155,7 +155,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     done_updates = training.updates_done(state)
     if primary:
         logger = RunLogger(run_dir, total_updates * steps_per_update, done_updates * steps_per_update, progress,
-                           n_seeds=n_seeds)
+                           n_seeds=n_seeds, show_win_rate=has_wins(cfg.env))
     else:
         logger = NullLogger()
     per_seed = lambda tree: sweep.split_seeds(tree, n_seeds)

@@ -24,7 +24,7 @@ class RunLogger:
     """TensorBoard scalars, JSON lines and a tqdm bar over environment steps, for one seed or a sweep."""
 
     def __init__(self, run_dir: str, total_steps: int, initial_steps: int = 0, progress: bool = True,
-                 n_seeds: int = 1):
+                 n_seeds: int = 1, show_win_rate: bool = True):
         tb = os.path.join(run_dir, "tb")
         self.n_seeds = n_seeds
         if n_seeds == 1:
@@ -36,6 +36,7 @@ class RunLogger:
         self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
                         disable=not progress, dynamic_ncols=True)
+        self.show_win_rate = show_win_rate  # False where episodes cannot be won (MuJoCo): the bar omits it
         self.last_win_rate = math.nan
         self.last_return = math.nan
 
@@ -57,8 +58,8 @@ class RunLogger:
         episode_return = stats.get("episode/return", {}).get("mean", math.nan)
         self.last_win_rate = win_rate if math.isfinite(win_rate) else self.last_win_rate
         self.last_return = episode_return if math.isfinite(episode_return) else self.last_return
-        self.bar.set_postfix(sps=f"{steps_per_s:,.0f}", win=f"{self.last_win_rate:.2f}",
-                             ret=f"{self.last_return:.2f}", refresh=False)
+        wins = {"win": f"{self.last_win_rate:.2f}"} if self.show_win_rate else {}
+        self.bar.set_postfix(sps=f"{steps_per_s:,.0f}", **wins, ret=f"{self.last_return:.2f}", refresh=False)
 
     def advance(self, env_steps: int) -> None:
         self.bar.update(env_steps)
