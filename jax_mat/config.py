@@ -69,6 +69,8 @@ class EnvConfig:
     maps: tuple[str, ...] = ()  # smax_multi: the SMAX maps trained together
     disabled_joints: tuple[str, ...] = ()  # mujoco: joints whose agents' actions are ignored (zero torque)
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
+    pad_allies: int = 0  # smax_multi: agents every map is padded to (0: the most allies over env.maps)
+    pad_enemies: int = 0  # smax_multi: enemy slots every map is padded to (0: the most enemies over env.maps)
 
     def __post_init__(self):
         from jax_mat.envs import registry
@@ -178,12 +180,21 @@ class TrainConfig:
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     eval_episodes: int = 32
     seeds: int = 1  # independent runs with seeds seed, seed + 1, ... trained as one vmapped program
+    init_from: str = ""  # --init-from: the checkpoint (RUN_DIR/checkpoints/<update>) the parameters start from
+    init_seed: int = -1  # --init-seed: the source sweep's seed every seed starts from (-1: see training.finetune)
+    reset_optimizer: bool = False  # --reset-optimizer: a fresh optimiser state instead of the checkpoint's
 
     def __post_init__(self):
         _require_at_least_one(
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
             "eval_episodes", "seeds",
         )  # fmt: skip
+        if self.init_seed < -1:
+            raise ValueError(f"train.init_seed must be >= 0 (or -1: unset), got {self.init_seed}")
+        if not self.init_from and (self.init_seed != -1 or self.reset_optimizer):
+            option = ("train.init_seed (--init-seed)" if self.init_seed != -1
+                      else "train.reset_optimizer (--reset-optimizer)")
+            raise ValueError(f"{option} applies only with train.init_from (--init-from RUN_DIR)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +221,9 @@ class Config:
                 f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "
                 f"= {t.n_envs} * {t.episode_length} = {self.batch_size}"
             )
+        from jax_mat.envs import registry
+
+        registry.check_run_config(self)
 
     @property
     def run_name(self) -> str:
