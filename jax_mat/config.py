@@ -71,6 +71,11 @@ class EnvConfig:
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
     pad_allies: int = 0  # smax_multi: agents every map is padded to (0: the most allies over env.maps)
     pad_enemies: int = 0  # smax_multi: enemy slots every map is padded to (0: the most enemies over env.maps)
+    # smac, isaac (host bridges, jax_mat/envs/host_options.py):
+    host_env: str = ""  # the simulator's constructor "module:attribute"; "" = the real SMAC / Bi-DexHands
+    host_workers: int = 0  # worker processes per pool; 0 = one per environment (smac), one in all (isaac)
+    host_timeout_s: float = 60.0  # a worker silent this long on a step is restarted (its episodes truncated)
+    host_python: str = ""  # the workers' interpreter ("" = this one; Isaac Gym Preview 4 needs Python <= 3.8)
 
     def __post_init__(self):
         from jax_mat.envs import registry
@@ -113,6 +118,7 @@ class AlgoConfig:
     dec_actor: bool = False  # True for mat_dec
     share_actor: bool = False  # mat_dec: one actor MLP for all agents
     rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
+    wkv_impl: str = "auto"  # marwkv, mat_rwkv: the WKV operator (jax_mat.ops.wkv.IMPLS; auto: Pallas on a GPU)
     mlp_layers: int = 2  # mappo, happo: hidden layers of the actor and critic MLPs
 
     def __post_init__(self):
@@ -139,6 +145,14 @@ class AlgoConfig:
             raise ValueError(f"algo.rwkv_version must be 4, 5 or 6, got {self.rwkv_version!r}")
         if self.name in RWKV_ALGOS:
             self.network_config()  # the network's own checks (e.g. v6's minimum width), before any jit
+            if self.wkv_impl == "pallas":
+                import jax
+
+                if jax.default_backend() != "gpu":
+                    raise ValueError(
+                        f"algo.wkv_impl=pallas needs a GPU (the default backend is {jax.default_backend()}); "
+                        "use algo.wkv_impl=scan or auto"
+                    )
 
     def loss_config(self):
         """The PPO objective's settings as ``jax_mat.algos.ppo.LossConfig``."""
@@ -163,6 +177,7 @@ class AlgoConfig:
                 n_embd=self.n_embd,
                 n_head=self.n_head,
                 hybrid=self.name == "mat_rwkv",
+                wkv_impl=self.wkv_impl,
             )
         from jax_mat.networks.mat import MATConfig
 
@@ -216,6 +231,14 @@ class Config:
                 f"train.n_envs * train.episode_length = {t.n_envs} * {t.episode_length} = {self.batch_size} "
                 f"is not divisible by algo.num_mini_batch = {self.algo.num_mini_batch}"
             )
+        if t.seeds > 1:
+            from jax_mat.envs import registry
+
+            if not registry.supports_seed_sweeps(self.env.name):
+                raise ValueError(
+                    f"train.seeds={t.seeds} (a vmapped seed sweep) cannot run env.name={self.env.name}: its host "
+                    "simulators are stepped by an ordered callback, which jax.vmap refuses; run one seed per process"
+                )
         if t.total_steps < self.batch_size:
             raise ValueError(
                 f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "

@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from jax_mat import config as config_lib
+from jax_mat.host.pool import HostEnvFailure
 from jax_mat.train import CHECKPOINT_DIR, CONFIG_FILE
 
 
@@ -26,6 +27,7 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
         raise ValueError(f"{run_dir} is not a jax_mat run directory (no {CONFIG_FILE})")
     cfg = config_lib.config_from_file(config_path)
 
+    from jax_mat.envs.host_bridge import reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training import sweep
@@ -40,7 +42,12 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
         used_step = step if step is not None else checkpointer.latest_step()
     finally:
         checkpointer.close()
-    per_seed = sweep.evaluate_seeds(trainer, state.params, seed, episodes)
+    try:
+        with reporting_host_errors(env):
+            per_seed = sweep.evaluate_seeds(trainer, state.params, seed, episodes)
+    finally:
+        if hasattr(env, "close"):
+            env.close()  # a host bridge's worker processes
     return sweep.summarize(per_seed, {"checkpoint_update": int(used_step), "seeds": cfg.train.seeds,
                                       "deterministic": True})
 
@@ -59,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except HostEnvFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     seeds = f" (mean over {results['seeds']} seeds)" if results["seeds"] > 1 else ""
     print(f"checkpoint update {results['checkpoint_update']}: {int(results['episodes'])} greedy episodes{seeds}, "
           f"win rate {results['win_rate']:.3f}, mean return {results['mean_return']:.3f}, "

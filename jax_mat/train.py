@@ -23,6 +23,7 @@ import time
 from typing import Sequence
 
 from jax_mat import config as config_lib
+from jax_mat.host.pool import HostEnvFailure
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -105,6 +106,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     """
     import jax
 
+    from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training import sweep
@@ -121,7 +123,8 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     else:
         os.makedirs(run_dir, exist_ok=True)
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
-        state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
+        with reporting_host_errors(env):
+            state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
@@ -133,8 +136,11 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     try:
         tick = time.perf_counter()
         while done_updates < total_updates:
-            state, metrics = update(state)
-            metrics = per_seed(metrics)
+            with reporting_host_errors(env):
+                state, metrics = update(state)
+                metrics = per_seed(metrics)
+            for seed_metrics in metrics:
+                seed_metrics.update(host_metrics(env))
             done_updates += 1
             problem = _sweep_problem(metrics, done_updates, steps_per_update)
             if problem:
@@ -152,7 +158,8 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             logger.advance(steps_per_update)
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
-        results = sweep.evaluate_seeds(trainer, state.params, cfg.seed + 10_000, cfg.train.eval_episodes)
+        with reporting_host_errors(env):
+            results = sweep.evaluate_seeds(trainer, state.params, cfg.seed + 10_000, cfg.train.eval_episodes)
         logger.log_eval(total_updates * steps_per_update, results)
         summary = sweep.summarize(results, {"env_steps": total_updates * steps_per_update, "updates": total_updates,
                                             "seeds": n_seeds, "deterministic": True})
@@ -161,6 +168,9 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     finally:
         logger.close()
         checkpointer.close()
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()  # a host bridge's worker processes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,16 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, HostEnvFailure) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     minutes = (time.perf_counter() - start) / 60
+    from jax_mat.envs.registry import has_wins
+
     seeds = results["seeds"]
     over = f"{int(results['episodes'])} greedy episodes" + (f", mean over {seeds} seeds" if seeds > 1 else "")
+    win_rate = f"win rate {results['win_rate']:.2f}, " if has_wins(cfg.env) else ""
     print(
         f"\n{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant} — {results['env_steps']:,} env steps"
         f"{f' x {seeds} seeds' if seeds > 1 else ''} in {minutes:.1f} min\n"
-        f"evaluation ({over}): win rate {results['win_rate']:.2f}, mean return {results['mean_return']:.2f}\n"
+        f"evaluation ({over}): {win_rate}mean return {results['mean_return']:.2f}\n"
         f"run directory: {run_dir}"
     )
     return 0

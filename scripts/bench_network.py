@@ -19,7 +19,8 @@ jax/torch) go to stderr, so ``python scripts/bench_network.py > out.jsonl`` keep
 
 Both are jitted and timed after compilation: the first call compiles, calls for ``--warmup-s``
 seconds (at least two) follow untimed, then each figure is the median of ``--repeats`` calls, each
-ended by ``jax.block_until_ready``. Discrete availability masks are all ones except ~25% random
+ended by ``jax.block_until_ready``. With ``--compare-with`` the two networks' calls alternate
+(one timed act of each per round, then the same for the update), so both see the same machine load. Discrete availability masks are all ones except ~25% random
 zeros, with action 0 always available. The network is MAT's SMAC default: 1 block, 64 wide, 1 head.
 ``ALGOS`` maps ``--algo`` to a policy; a new network adds one entry there.
 """
@@ -65,6 +66,8 @@ ALGOS: dict[str, Callable[[EnvSpec], Policy]] = {
     "mat": lambda spec: MATPolicy(spec, MATConfig(**NETWORK)),
     "mat_dec": lambda spec: MATPolicy(spec, MATConfig(**NETWORK, dec_actor=True)),
     "marwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, **NETWORK)),
+    # MARWKV with act encoding every agent before decoding (no streamed encoder): the A/B of docs/benchmarks.md.
+    "marwkv_onepass": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, act_segment=0, **NETWORK)),
     "mat_rwkv": lambda spec: MARWKVPolicy(spec, MARWKVConfig(version=4, hybrid=True, **NETWORK)),
 }
 
@@ -115,55 +118,63 @@ def make_update(policy: Policy, optimizer: optax.GradientTransformation, config:
     return update
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup_s: float) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls.
+def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup_s: float) -> dict[str, float]:
+    """Median wall time of each ``fns[name]`` over ``repeats`` calls, the calls of all names interleaved.
 
-    Untimed before them: the first call (compilation), then calls until ``warmup_s`` seconds have
-    passed (at least two): the first few calls of a fresh executable run slower than the rest.
+    Untimed before them, for each function: the first call (compilation), then
+    calls until ``warmup_s`` seconds have passed (at least two): the first few
+    calls of a fresh executable run slower than the rest. Then ``repeats``
+    rounds of one timed call per function, so that on a shared machine a
+    change of load falls on every function alike.
     """
-    jax.block_until_ready(fn())
-    start, calls = time.perf_counter(), 0
-    while calls < 2 or time.perf_counter() - start < warmup_s:
+    for fn in fns.values():
         jax.block_until_ready(fn())
-        calls += 1
-    times = []
+        start, calls = time.perf_counter(), 0
+        while calls < 2 or time.perf_counter() - start < warmup_s:
+            jax.block_until_ready(fn())
+            calls += 1
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_case(algo: str, case: tuple[int, ...], repeats: int, warmup_s: float = 0.3, micro_tokens: int = 0) -> dict:
+def bench_case(algos: list[str], case: tuple[int, ...], repeats: int, warmup_s: float = 0.3,
+               micro_tokens: int = 0) -> list[dict]:
+    """One result row per algorithm; the algorithms' acts are timed interleaved, then their updates."""
     n_agent, obs_dim, action_dim, n_envs, minibatch = case
     spec = EnvSpec(n_agents=n_agent, obs_dim=obs_dim, state_dim=0, action_dim=action_dim, discrete=True,
                    max_episode_steps=0)
-    policy = ALGOS[algo](spec)
-    key = jax.random.PRNGKey(0)
-    params = policy.init(key)
-
-    act = jax.jit(policy.act, static_argnums=4)
     rollout = random_batch(spec, n_envs, jax.random.PRNGKey(1))
-    # A fresh key per call, made before timing (indexing a device array is itself a dispatch).
-    act_keys = itertools.cycle(list(jax.random.split(jax.random.PRNGKey(2), 64)))
-    act_s = median_time(lambda: act(params, rollout["obs"], rollout["avail"], next(act_keys), False), repeats,
-                        warmup_s)
-
-    optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(5e-4, eps=1e-5))
-    update = make_update(policy, optimizer, LossConfig(), micro_batch_rows(minibatch, n_agent, micro_tokens))
     batch = random_batch(spec, minibatch, jax.random.PRNGKey(3))
-    state = [params, optimizer.init(params)]
+    optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(5e-4, eps=1e-5))
+    acts, updates = {}, {}
+    for algo in algos:
+        policy = ALGOS[algo](spec)
+        params = policy.init(jax.random.PRNGKey(0))
+        act = jax.jit(policy.act, static_argnums=4)
+        # A fresh key per call, made before timing (indexing a device array is itself a dispatch).
+        act_keys = itertools.cycle(list(jax.random.split(jax.random.PRNGKey(2), 64)))
+        acts[algo] = lambda act=act, params=params, keys=act_keys: act(
+            params, rollout["obs"], rollout["avail"], next(keys), False)
+        update = make_update(policy, optimizer, LossConfig(), micro_batch_rows(minibatch, n_agent, micro_tokens))
+        state = [params, optimizer.init(params)]
 
-    def one_update():
-        state[0], state[1], loss = update(state[0], state[1], batch)
-        return loss
+        def one_update(update=update, state=state):
+            state[0], state[1], loss = update(state[0], state[1], batch)
+            return loss
 
-    update_s = median_time(one_update, repeats, warmup_s)
-    return {
+        updates[algo] = one_update
+    act_s = median_times(acts, repeats, warmup_s)
+    update_s = median_times(updates, repeats, warmup_s)
+    return [{
         "n_agent": n_agent, "obs_dim": obs_dim, "action_dim": action_dim, "n_envs": n_envs, "minibatch": minibatch,
-        "act_s": act_s, "act_agent_steps_per_s": n_envs * n_agent / act_s,
-        "update_s": update_s, "update_samples_per_s": minibatch * n_agent / update_s,
-    }
+        "act_s": act_s[algo], "act_agent_steps_per_s": n_envs * n_agent / act_s[algo],
+        "update_s": update_s[algo], "update_samples_per_s": minibatch * n_agent / update_s[algo],
+    } for algo in algos]
 
 
 def load_reference(path: str) -> dict[tuple[int, ...], dict]:
@@ -226,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="update: accumulate the gradient over micro-batches of at most this many agent-tokens, "
                              "as the trainer does (default: the trainer's choice on this backend; 0: one pass)")
     parser.add_argument("--compare-with", choices=sorted(ALGOS), default=None,
-                        help="also time this network on each case, interleaved, and print both side by side "
-                             "on stderr (its JSON lines are not printed)")
+                        help="also time this network on each case, call by call alternating with --algo, and "
+                             "print both side by side on stderr (its JSON lines are not printed)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help="JSON lines with the same fields to compare against (missing file: no comparison)")
     args = parser.parse_args(argv)
@@ -244,12 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"algo={args.algo} backend={jax.default_backend()} repeats={args.repeats} warmup_s={args.warmup_s} "
           f"micro_batch_tokens={args.micro_batch_tokens}", file=sys.stderr)
     results, others = [], []
+    algos = [args.algo] + ([args.compare_with] if args.compare_with else [])
     for case in cases:
-        row = bench_case(args.algo, case, args.repeats, args.warmup_s, args.micro_batch_tokens)
-        results.append(row)
-        print(json.dumps(row), flush=True)
-        if args.compare_with:
-            others.append(bench_case(args.compare_with, case, args.repeats, args.warmup_s, args.micro_batch_tokens))
+        rows = bench_case(algos, case, args.repeats, args.warmup_s, args.micro_batch_tokens)
+        results.append(rows[0])
+        print(json.dumps(rows[0]), flush=True)
+        others.extend(rows[1:])
     if others:
         print(f"\n{args.algo} vs {args.compare_with}, measured interleaved in this run (throughput ratios)\n"
               + side_by_side(args.algo, results, args.compare_with, others), file=sys.stderr)

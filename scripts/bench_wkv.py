@@ -1,13 +1,16 @@
 """WKV operator throughput: forward + backward of RWKV-4 and RWKV-6 WKV, per implementation.
 
 Usage:
-  python scripts/bench_wkv.py [--impl scan,pallas] [--version v4,v6] [--repeats 3]
-                              [--shapes 4096x8x64 1024x32x64 256x256x64 64x1024x64]
+  python scripts/bench_wkv.py [--impl scan,chunked,pallas] [--version v4,v6] [--repeats 3]
+                              [--shapes 4096x8x64 1024x32x64 256x256x64 64x1024x64 32x256x64 8x256x64]
 
 For every (version, batch B, sequence T, channels C) and implementation, one jitted call computes ``y`` and the
 gradients of ``sum(y * g)`` w.r.t. every input (``jax.vjp``); the figure is the median of ``--repeats`` calls
-after a warm-up (compilation) call, each ended by ``jax.block_until_ready``. v6 uses one head of N = C = 64
-(upstream MARWKV's HEAD_SIZE). float32 throughout.
+after a warm-up (compilation) call, each ended by ``jax.block_until_ready``; the implementations of one shape are
+timed round-robin (one call each, ``--repeats`` rounds), so a load change on a shared machine hits them alike. With
+``--forward`` the forward pass alone is timed as well (what ``act``'s encoder runs). v6 uses one head of
+N = C = 64 (upstream MARWKV's HEAD_SIZE). float32 throughout. The last two default shapes are MARWKV's at 256
+agents: ``act`` for 32 environments, and one micro-batch of the trainer's update (8 samples).
 
 Effective GB/s counts the bytes every implementation has to move at least once: the inputs, the output, the
 cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6: r, k, v, w, y, g, dr, dk, dv, dw
@@ -15,6 +18,8 @@ cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6
 
 Implementations:
 * ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward).
+* ``chunked``: ``jax_mat.ops.wkv.wkv4_chunked`` (v4 only; the recurrence within chunks of 16, all chunks at once,
+  then across chunks; autodiff for the backward).
 * ``pallas``: ``pallas_kernels.wkv4.wkv4_pallas`` / ``pallas_kernels.wkv6.wkv6_pallas``. Timed on a GPU only; on
   a CPU it runs once in Pallas interpret mode at a small shape as a correctness check against ``scan``
   (interpret mode is an emulator: timing it would say nothing about the kernel).
@@ -34,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_SHAPES = ["4096x8x64", "1024x32x64", "256x256x64", "64x1024x64"]
+DEFAULT_SHAPES = ["4096x8x64", "1024x32x64", "256x256x64", "64x1024x64", "32x256x64", "8x256x64"]
+IMPLS = ("scan", "chunked", "pallas")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,6 +52,12 @@ def scan_impls():
     from jax_mat.ops import wkv as ops
 
     return {"v4": ops.wkv4_scan, "v6": ops.wkv6_scan}, "jax_mat.ops.wkv"
+
+
+def chunked_impls():
+    from jax_mat.ops import wkv as ops
+
+    return {"v4": ops.wkv4_chunked}
 
 
 def pallas_impls(interpret: bool):
@@ -89,14 +101,21 @@ def fwd_bwd(fn):
     return jax.jit(run)
 
 
-def time_call(f, args, g, repeats: int) -> float:
-    jax.block_until_ready(f(args, g))  # compile + warm-up
-    times = []
+def forward(fn):
+    return jax.jit(lambda args, g: fn(*args))
+
+
+def time_round_robin(fns: dict, args, g, repeats: int) -> dict:
+    """Median seconds per call of each ``fns[name](args, g)``, the calls interleaved across names."""
+    for f in fns.values():
+        jax.block_until_ready(f(args, g))  # compile + warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(args, g))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(args, g))
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def check_pallas_interpret(scan, pallas, version: str) -> float:
@@ -118,15 +137,16 @@ def parse_shape(s: str):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--impl", default="scan,pallas", help="comma-separated subset of scan,pallas")
+    p.add_argument("--impl", default="scan,chunked,pallas", help="comma-separated subset of scan,chunked,pallas")
     p.add_argument("--version", default="v4,v6", help="comma-separated subset of v4,v6")
     p.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in DEFAULT_SHAPES])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--forward", action="store_true", help="also time the forward pass alone")
     a = p.parse_args(argv)
     impls = [x.strip() for x in a.impl.split(",") if x.strip()]
     versions = [x.strip() for x in a.version.split(",") if x.strip()]
-    if not set(impls) <= {"scan", "pallas"} or not impls:
-        p.error(f"--impl must be a subset of scan,pallas; got {a.impl!r}")
+    if not set(impls) <= set(IMPLS) or not impls:
+        p.error(f"--impl must be a subset of {','.join(IMPLS)}; got {a.impl!r}")
     if not set(versions) <= {"v4", "v6"} or not versions:
         p.error(f"--version must be a subset of v4,v6; got {a.version!r}")
 
@@ -137,14 +157,14 @@ def main(argv=None):
     log(f"jax {jax.__version__}, backend {backend} ({device}); scan = {scan_source}")
 
     on_gpu = backend == "gpu"
-    timed = [i for i in impls if i == "scan" or on_gpu]
+    timed = [i for i in impls if i != "pallas" or on_gpu]
     if "pallas" in impls and not on_gpu:
         interp = pallas_impls(interpret=True)
         for version in versions:
             err = check_pallas_interpret(scans[version], interp[version], version)
             log(f"pallas {version}: interpret-mode check vs scan at (3, 13, 64), fwd+all grads: max rel diff {err:.2e}"
                 " (not timed: no GPU)")
-    fns = {"scan": scans}
+    fns = {"scan": scans, "chunked": chunked_impls()}
     if "pallas" in timed:
         fns["pallas"] = pallas_impls(interpret=False)
 
@@ -153,20 +173,29 @@ def main(argv=None):
         for B, T, C in a.shapes:
             args, g = make_inputs(version, B, T, C)
             nbytes = bytes_moved(version, B, T, C)
-            for impl in timed:
-                t = time_call(fwd_bwd(fns[impl][version]), args, g, a.repeats)
+            here = [impl for impl in timed if version in fns[impl]]
+            progs = {(impl, "fwd_bwd"): fwd_bwd(fns[impl][version]) for impl in here}
+            if a.forward:
+                progs.update({(impl, "fwd"): forward(fns[impl][version]) for impl in here})
+            secs = time_round_robin(progs, args, g, a.repeats)
+            for impl in here:
+                t = secs[(impl, "fwd_bwd")]
+                fwd_ms = round(secs[(impl, "fwd")] * 1e3, 3) if a.forward else None
                 row = dict(version=version, impl=impl, batch=B, T=T, C=C, fwd_bwd_ms=round(t * 1e3, 3),
-                           gb_per_s=round(nbytes / t / 1e9, 3), backend=backend, device=device)
+                           fwd_ms=fwd_ms, gb_per_s=round(nbytes / t / 1e9, 3), backend=backend, device=device)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                log(f"{version} {impl:6s} B={B:5d} T={T:5d} C={C}: {t * 1e3:9.2f} ms  {nbytes / t / 1e9:7.3f} GB/s")
+                fwd_note = f"  fwd {fwd_ms:8.2f} ms" if a.forward else ""
+                log(f"{version} {impl:7s} B={B:5d} T={T:5d} C={C}: {t * 1e3:9.2f} ms  {nbytes / t / 1e9:7.3f} GB/s"
+                    + fwd_note)
             del args, g
 
     if rows:
-        log("\n| op | impl | batch | T | C | fwd+bwd ms | effective GB/s |\n|---|---|---|---|---|---|---|")
+        log("\n| op | impl | batch | T | C | fwd+bwd ms | fwd ms | effective GB/s |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
+        fwd = f"{r['fwd_ms']:.1f}" if r["fwd_ms"] is not None else "-"
         log(f"| wkv{r['version'][1:]} | {r['impl']} | {r['batch']} | {r['T']} | {r['C']} | {r['fwd_bwd_ms']:.1f} | "
-            f"{r['gb_per_s']:.2f} |")
+            f"{fwd} | {r['gb_per_s']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -202,6 +202,8 @@ def test_per_map_files_load_and_validate(smax_map):
         (["algo=mapo"], "unknown algorithm 'mapo' (algo=mapo); did you mean 'mappo'? known: happo, mappo, marwkv,"),
         (["algo.name=ppo"], "unknown algorithm 'ppo' (algo.name); known: mat, mat_dec, marwkv, mat_rwkv, mappo, happo"),
         (["algo=marwkv", "algo.rwkv_version=7"], "algo.rwkv_version must be 4, 5 or 6, got 7"),
+        (["algo=marwkv", "algo.wkv_impl=cuda"], "unknown WKV impl 'cuda'; allowed: 'scan', 'pallas'"),
+        (["algo=marwkv", "algo.wkv_impl=pallas"], "algo.wkv_impl=pallas needs a GPU (the default backend is cpu)"),
         (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
         (["env.name=mujoco"], "unknown environment 'mujoco' (env.name); known: smax"),
         (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),
@@ -278,3 +280,9 @@ def test_resume_overrides_single_keys_only(tmp_path):
     assert config_lib.config_from_file(path, ["train.total_steps=2e6"]).train.total_steps == 2_000_000
     with pytest.raises(ValueError, match="cannot apply algo=mat_dec"):
         config_lib.config_from_file(path, ["algo=mat_dec"])
+
+
+def test_host_bridges_refuse_vmapped_seed_sweeps():
+    with pytest.raises(ValueError, match=r"train.seeds=2 \(a vmapped seed sweep\) cannot run env.name=smac"):
+        load_config("smac_standin_3m", ["train.seeds=2"])
+    assert load_config("smac_standin_3m").train.seeds == 1

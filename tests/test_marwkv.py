@@ -4,6 +4,7 @@ Shapes are tiny and every jitted program is built once per (spec, config) and
 shared across tests (``_programs``), to keep compilation time down.
 """
 
+import dataclasses
 import functools
 import pathlib
 
@@ -179,24 +180,52 @@ def test_sampling_never_picks_unavailable_actions_and_scores_what_it_sampled():
 
 
 @pytest.mark.parametrize("version", rwkv.VERSIONS)
-def test_recurrent_stack_equals_parallel_stack(version):
+def test_recurrent_and_segmented_stacks_equal_parallel_stack(version):
     b, t, c, h = 3, 5, 16, 2
     stack = rwkv.RWKVStack(version, n_layer=2, n_embd=c, n_head=h, wkv_impl="scan")
     x = jnp.asarray(np.random.default_rng(version).normal(size=(b, t, c)), jnp.float32)
     params = _random_params(lambda key: stack.init(key, x), seed=version)
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-    def both(params):
+    def three(params):
         def step(states, x_t):
             y, states = stack.apply(params, x_t, states, method="step")
             return states, y
 
         states = rwkv.initial_states(version, 2, b, c, h)
         _, ys = jax.lax.scan(step, states, jnp.swapaxes(x, 0, 1))
-        return stack.apply(params, x), jnp.swapaxes(ys, 0, 1)
+        pieces = []
+        for start, stop in ((0, 2), (2, 3), (3, 5)):
+            y, states = stack.apply(params, x[:, start:stop], states, method="segment")
+            pieces.append(y)
+        return stack.apply(params, x), jnp.swapaxes(ys, 0, 1), jnp.concatenate(pieces, axis=1)
 
-    parallel, recurrent = both(params)
+    parallel, recurrent, segmented = three(params)
     np.testing.assert_allclose(recurrent, parallel, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(segmented, parallel, atol=3e-5, rtol=1e-5)  # other programs, other roundings
+
+
+@pytest.mark.parametrize("config_name,spec_name", [("v4", "discrete"), ("v5", "continuous"), ("v6", "discrete")])
+def test_streamed_act_equals_encoding_all_agents_first(config_name, spec_name):
+    """Encoder segments of 1 and of 3 agents (the last one shorter) sample what one encoder pass samples."""
+    spec = SPECS[spec_name]
+    _, params, _ = _programs(spec_name, config_name)
+    obs, avail = _inputs(spec, seed=5)
+    key = jax.random.PRNGKey(7)
+    results = {}
+    for segment in (0, 1, 3):
+        policy = MARWKVPolicy(spec, dataclasses.replace(CONFIGS[config_name], act_segment=segment))
+        assert len(policy.segments()) == (0 if segment == 0 else -(-spec.n_agents // segment) - 1)
+        act = jax.jit(policy.act, static_argnums=4, compiler_options=FAST_COMPILE)
+        results[segment] = act(params, obs, avail, key, False)
+    for segment in (1, 3):
+        actions, logp, values = results[segment]
+        if spec.discrete:
+            np.testing.assert_array_equal(actions, results[0][0])
+        else:
+            np.testing.assert_allclose(actions, results[0][0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(logp, results[0][1], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(values, results[0][2], atol=1e-6, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- #
@@ -264,3 +293,5 @@ def test_bad_inputs_raise_clear_errors():
         MARWKVConfig(n_block=0)
     with pytest.raises(ValueError, match="unknown WKV impl 'cuda'"):
         MARWKVConfig(wkv_impl="cuda")
+    with pytest.raises(ValueError, match="act_segment must be >= 0"):
+        MARWKVConfig(act_segment=-1)

@@ -1,4 +1,5 @@
-"""WKV operators: upstream kernel parity, float64 O(T^2) references, step == parallel, bf16, dispatch, errors."""
+"""WKV operators: upstream kernel parity, float64 O(T^2) references, step == segment == parallel, the chunked
+form against the scan (values and gradients), bf16, dispatch, errors."""
 
 import functools
 import pathlib
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from jax_mat.ops import wkv
 
@@ -131,14 +133,15 @@ CASES = {
     "v5": (wkv.wkv5, naive_wkv5, lambda seed, t: _v5_inputs(seed, 2, t, 2, 4)),
     "v6": (wkv.wkv6, naive_wkv6, lambda seed, t: _v6_inputs(seed, 2, t, 2, 4)),
 }
+IMPL_CASES = [(version, "scan") for version in sorted(CASES)] + [("v4", "chunked")]
 
 
-@pytest.mark.parametrize("version", sorted(CASES))
-def test_matches_float64_quadratic_reference(version):
+@pytest.mark.parametrize("version,impl", IMPL_CASES)
+def test_matches_float64_quadratic_reference(version, impl):
     op, naive, make = CASES[version]
     inputs = make(27, 27)
     g = np.random.default_rng(99).normal(size=inputs[2].shape)
-    scan = lambda *a: op(*a, impl="scan")
+    scan = lambda *a: op(*a, impl=impl)
     with jax.enable_x64(True):
         inputs64 = [np.asarray(x, np.float64) for x in inputs]
         ref_y, ref_grads = _value_and_grads(naive, g)(*inputs64)
@@ -153,10 +156,11 @@ def test_matches_float64_quadratic_reference(version):
         _close(got, ref)
 
 
-def test_wkv4_survives_keys_far_beyond_exp_range():
+@pytest.mark.parametrize("impl", ["scan", "chunked"])
+def test_wkv4_survives_keys_far_beyond_exp_range(impl):
     """k = +-300 overflows exp() in float32; the running max keeps the result finite and exact."""
     inputs = _v4_inputs(3, 2, 9, 4, k_scale=300.0)
-    y = jit(lambda *a: wkv.wkv4(*a, impl="scan"))(*inputs)
+    y = jit(lambda *a: wkv.wkv4_chunked(*a, chunk=4) if impl == "chunked" else wkv.wkv4_scan(*a))(*inputs)
     assert np.all(np.isfinite(y))
     with jax.enable_x64(True):
         ref = jit(naive_wkv4)(*(np.asarray(x, np.float64) for x in inputs))
@@ -164,7 +168,48 @@ def test_wkv4_survives_keys_far_beyond_exp_range():
 
 
 # --------------------------------------------------------------------------- #
-# Step form == parallel form; bf16                                              #
+# The chunked form against the scan                                            #
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "t,chunk",
+    [(1, 16), (5, 16), (16, 16), (17, 16), (27, 16), (27, 5), (64, 1), (1000, 16), (1000, 32)],
+)
+def test_wkv4_chunked_equals_scan_with_its_gradients(t, chunk):
+    """Lengths below, at, just over, and not a multiple of the chunk; chunks of one position; long sequences."""
+    inputs = _v4_inputs(t, 2, t, 4, k_scale=30.0)
+    g = np.random.default_rng(t).normal(size=inputs[2].shape).astype(np.float32)
+    y_scan, grads_scan = _value_and_grads(wkv.wkv4_scan, g)(*inputs)
+    y, grads = _value_and_grads(lambda *a: wkv.wkv4_chunked(*a, chunk=chunk), g)(*inputs)
+    assert y.shape == y_scan.shape == inputs[2].shape and y.dtype == jnp.float32
+    tol = 1e-5 if t < 1000 else 1e-4  # float32 rounding grows with the length in both forms
+    _close(y, y_scan, rtol=tol)
+    for got, ref in zip(grads, grads_scan):
+        assert np.all(np.isfinite(got))
+        _close(got, ref, rtol=tol)
+
+
+def test_wkv4_chunked_gradients_pass_numerical_checks_in_float64():
+    with jax.enable_x64(True):
+        td, tf, k, v = (np.asarray(x, np.float64) for x in _v4_inputs(11, 2, 11, 3, k_scale=30.0))
+        check_grads(lambda *a: wkv.wkv4_chunked(*a, chunk=4), (td, tf, k, v), order=1, modes=["rev"],
+                    atol=1e-6, rtol=1e-6)
+
+
+def test_wkv4_impl_chunked_dispatches_and_keeps_dtypes():
+    td, tf, k, v = _v4_inputs(12, 2, 27, 4, k_scale=3.0)
+    chunked = jit(lambda *a: wkv.wkv4(*a, impl="chunked"))
+    np.testing.assert_allclose(chunked(td, tf, k, v), jit(wkv.wkv4_chunked)(td, tf, k, v), rtol=0, atol=0)
+    y16 = chunked(td, tf, jnp.asarray(k, jnp.bfloat16), jnp.asarray(v, jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    with jax.enable_x64(True):
+        y64 = jit(lambda *a: wkv.wkv4(*a, impl="chunked"))(*(np.asarray(x, np.float64) for x in (td, tf, k, v)))
+        assert y64.dtype == jnp.float64
+
+
+# --------------------------------------------------------------------------- #
+# Step form == segment form == parallel form; bf16                              #
 # --------------------------------------------------------------------------- #
 
 
@@ -191,13 +236,35 @@ def test_step_forms_equal_parallel_forms():
     np.testing.assert_allclose(ys, jit(wkv.wkv5_scan)(r, k, v, static, u), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("version", sorted(CASES))
-def test_bfloat16_inputs_accumulate_in_float32(version):
+def test_segments_chained_equal_the_whole_sequence():
+    """Pieces of 4, 1 and 6 positions, each from the state the previous one returned, give the parallel result."""
+    cuts = (0, 4, 5, 11)
+    td, tf, k, v = _v4_inputs(13, 3, 11, 8, k_scale=30.0)
+    state, ys = wkv.wkv4_init_state(3, 8), []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        y, state = jit(wkv.wkv4_segment)(td, tf, k[:, a:b], v[:, a:b], state)
+        ys.append(y)
+    np.testing.assert_allclose(np.concatenate(ys, 1), jit(wkv.wkv4_scan)(td, tf, k, v), rtol=1e-6, atol=1e-6)
+
+    r, k, v, w, u = _v6_inputs(14, 3, 11, 2, 4)
+    static = w[0, 0].reshape(2, 4)
+    for segment, scan, decay in ((wkv.wkv6_segment, wkv.wkv6_scan, w), (wkv.wkv5_segment, wkv.wkv5_scan, static)):
+        state, ys = wkv.wkv6_init_state(3, 2, 4), []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            d = decay[:, a:b] if decay.ndim == 3 else decay
+            y, state = jit(segment)(r[:, a:b], k[:, a:b], v[:, a:b], d, u, state)
+            ys.append(y)
+        assert state.shape == (3, 2, 4, 4)
+        np.testing.assert_allclose(np.concatenate(ys, 1), jit(scan)(r, k, v, decay, u), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("version,impl", IMPL_CASES)
+def test_bfloat16_inputs_accumulate_in_float32(version, impl):
     op, _, make = CASES[version]
     inputs = make(6, 27)
     if version == "v4":  # keep bf16 rounding of k (~2^-8 relative) from dominating the comparison
         inputs = (*inputs[:2], inputs[2] / 10.0, inputs[3])
-    scan = jit(lambda *a: op(*a, impl="scan"))
+    scan = jit(lambda *a: op(*a, impl=impl))
     y32 = scan(*inputs)
     y16 = scan(*(jnp.asarray(x, jnp.bfloat16) for x in inputs))
     assert y16.dtype == jnp.bfloat16
@@ -233,8 +300,16 @@ def test_pallas_dispatch_calls_the_kernels_with_their_signatures(monkeypatch):
 def test_errors_name_what_is_allowed(monkeypatch):
     td, tf, k, v = _v4_inputs(9, 1, 3, 4, k_scale=1.0)
     r, k6, v6, w, u = _v6_inputs(10, 1, 3, 2, 2)
-    with pytest.raises(ValueError, match="unknown WKV impl 'triton'; allowed: 'scan', 'pallas', 'auto'"):
+    with pytest.raises(ValueError, match="unknown WKV impl 'triton'; allowed: 'scan', 'chunked', 'pallas', 'auto'"):
         wkv.wkv4(td, tf, k, v, impl="triton")
+    with pytest.raises(ValueError, match="impl='chunked' exists for wkv4 only; wkv6 allows 'scan', 'pallas' or 'auto'"):
+        wkv.wkv6(r, k6, v6, w, u, impl="chunked")
+    with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
+        wkv.wkv4_chunked(td, tf, k, v, chunk=0)
+    with pytest.raises(ValueError, match=r"wkv4_segment: state must be a WKV4State of three \[B, C\] = \(1, 4\)"):
+        wkv.wkv4_segment(td, tf, k, v, wkv.wkv4_init_state(2, 4))
+    with pytest.raises(ValueError, match=r"wkv6_segment: state must be \[B, H, N, N\]"):
+        wkv.wkv6_segment(r, k6, v6, w, u, wkv.wkv6_init_state(1, 1, 4))
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match="needs a GPU.*interpret=True"):
             wkv.wkv6(r, k6, v6, w, u, impl="pallas")

@@ -1,7 +1,9 @@
 """Building environments by name.
 
-``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``)
-returns an auto-resetting ``MultiAgentEnv``. ``check_env_config`` checks an
+``make_env_from_config(cfg.env)`` (or ``make_env("smax", map_name="3m")``,
+``make_env("mujoco", task="halfcheetah_6x1")``)
+returns an auto-resetting ``MultiAgentEnv``, or for the host bridges (``smac``,
+``isaac``: simulators in worker processes) a ``BatchedMultiAgentEnv``. ``check_env_config`` checks an
 ``EnvConfig`` against its environment (unknown maps, tasks, options) and runs
 when the config is built, before anything is traced; mistakes raise
 ``ValueError`` listing what is known. Environment modules are imported lazily:
@@ -21,6 +23,7 @@ import dataclasses
 from typing import Any, Callable
 
 from jax_mat.envs.base import MultiAgentEnv
+from jax_mat.envs.host_options import HOST_FIELDS
 from jax_mat.envs.wrappers import AutoReset
 
 
@@ -70,16 +73,57 @@ def _check_smax_multi_run(config: Any) -> None:
     group_size(config.train.eval_episodes, n_maps, "train.eval_episodes")
 
 
+def _check_smac(env_config: Any) -> None:
+    from jax_mat.envs.smac import check_smac_config
+
+    check_smac_config(env_config)
+
+
+def _build_smac(env_config: Any):
+    from jax_mat.envs.smac import make_smac_env
+
+    return make_smac_env(env_config)
+
+
+def _check_isaac(env_config: Any) -> None:
+    from jax_mat.envs.isaac import check_isaac_config
+
+    check_isaac_config(env_config)
+
+
+def _build_isaac(env_config: Any):
+    from jax_mat.envs.isaac import make_isaac_env
+
+    return make_isaac_env(env_config)
+
+
+def _make_mujoco(
+    task: str | None = None, disabled_joints: tuple[str, ...] = (), agent_obsk: int = 0, **options: Any
+) -> MultiAgentEnv:
+    """Multi-agent MuJoCo on MJX; ``options`` (``max_episode_steps``) go to ``MujocoMultiEnv``."""
+    from jax_mat.envs import mujoco
+
+    return AutoReset(mujoco.MujocoMultiEnv(task or "", tuple(disabled_joints), agent_obsk, **options))
+
+
+def _check_mujoco(env_config: Any) -> None:
+    from jax_mat.envs.mujoco_tasks import check_options
+
+    check_options(env_config.task, env_config.disabled_joints, env_config.agent_obsk)
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvEntry:
     """How the registry handles one environment name."""
 
     check: Callable[[Any], None]  # EnvConfig -> None, raises ValueError
-    build: Callable[[Any], MultiAgentEnv]  # EnvConfig -> auto-resetting env
+    build: Callable[[Any], MultiAgentEnv]  # EnvConfig -> auto-resetting env (or a BatchedMultiAgentEnv)
     variant_field: str  # the EnvConfig field that names the run's task ("map", "task", "maps")
     fields: tuple[str, ...]  # the EnvConfig fields this environment reads
     make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
     check_run: Callable[[Any], None] | None = None  # Config -> None: the env's constraints on train.*
+    vmappable: bool = True  # False: stepped by ordered host callbacks, which jax.vmap (a seed sweep) refuses
+    has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
 
 
 _ENTRIES: dict[str, EnvEntry] = {
@@ -98,10 +142,34 @@ _ENTRIES: dict[str, EnvEntry] = {
         make=_make_smax_multi,
         check_run=_check_smax_multi_run,
     ),
+    # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
+    "smac": EnvEntry(
+        check=_check_smac,
+        build=_build_smac,
+        variant_field="map",
+        fields=("map", *HOST_FIELDS),
+        vmappable=False,
+    ),
+    "isaac": EnvEntry(
+        check=_check_isaac,
+        build=_build_isaac,
+        variant_field="task",
+        fields=("task", *HOST_FIELDS),
+        vmappable=False,
+        has_wins=False,
+    ),
+    "mujoco": EnvEntry(
+        check=_check_mujoco,
+        build=lambda c: _make_mujoco(c.task, c.disabled_joints, c.agent_obsk),
+        variant_field="task",
+        fields=("task", "disabled_joints", "agent_obsk"),
+        make=_make_mujoco,
+        has_wins=False,
+    ),
 }
 
 # EnvConfig fields that select an environment's variant or options (``name`` aside).
-_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_allies", "pad_enemies")
+_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_allies", "pad_enemies", *HOST_FIELDS)
 
 
 def known_envs() -> tuple[str, ...]:
@@ -140,10 +208,20 @@ def check_run_config(config: Any) -> None:
         check_run(config)
 
 
+def supports_seed_sweeps(name: str) -> bool:
+    """Whether environment ``name`` runs under ``jax.vmap`` over seeds (host bridges do not)."""
+    return _entry(name).vmappable
+
+
 def env_variant(env_config: Any) -> str:
     """The map or task a config names (``"3m"``, ``"halfcheetah_6x1"``), for run names."""
     value = getattr(env_config, _entry(env_config.name).variant_field)
     return "+".join(value) if isinstance(value, tuple) else str(value)
+
+
+def has_wins(env_config: Any) -> bool:
+    """Whether the environment's episodes can be won (SMAX) or only scored (MuJoCo)."""
+    return _entry(env_config.name).has_wins
 
 
 def make_env(name: str, **options: Any) -> MultiAgentEnv:
@@ -153,12 +231,14 @@ def make_env(name: str, **options: Any) -> MultiAgentEnv:
       name: one of ``known_envs()``; ``"smax"`` takes ``map_name`` (one of
         ``known_smax_maps()``) and the ``SmaxEnv`` options; ``"smax_multi"``
         takes ``maps`` and optionally ``pad_allies``/``pad_enemies`` and
-        returns a ``BatchedMultiAgentEnv`` (``envs.smax_multi.SmaxMultiEnv``).
+        returns a ``BatchedMultiAgentEnv`` (``envs.smax_multi.SmaxMultiEnv``);
+        ``"mujoco"`` takes ``task`` (``halfcheetah_6x1``, ``ant_2x4``,
+        ``walker2d_2x3``), ``disabled_joints``, ``agent_obsk`` and ``max_episode_steps``.
       **options: environment options.
 
     Raises:
-      ValueError: unknown environment name or map (the message lists the
-        known ones; MMM maps point to ``env=smac``).
+      ValueError: unknown environment name, map, task or joint (the message
+        lists the known ones; MMM maps point to ``env=smac``).
     """
     entry = _ENTRIES.get(name)
     if entry is None:

@@ -18,6 +18,15 @@ every agent. Here ``decode_step`` advances one agent with each block's O(1)
 recurrent state (previous inputs of the token shifts and the WKV state), so
 choosing ``N`` agents' actions costs ``N`` single-position steps; the RWKV
 recurrence is exact, so this equals the teacher-forced ``decode``.
+
+The RWKV encoder is causal over agents too, so ``act`` encodes the agents in
+segments of ``act_segment`` (``encode_segment``, each continuing from the
+state the previous one left) and decodes each segment as soon as it is
+encoded. The answer is the same as encoding everything first; the point is
+that the encoder of segment ``j + 1`` (large parallel matmuls) and the
+decoder of segment ``j`` (a chain of small ones) do not depend on each other,
+so XLA's CPU runtime runs them side by side on two cores. MAT's attention
+encoder (and the hybrid's) sees all agents at once and cannot be streamed.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import mat, rwkv
+from jax_mat.networks import heads, mat, rwkv
 from jax_mat.networks import policy as policy_lib
 from jax_mat.ops import wkv as wkv_ops
 
@@ -48,7 +57,8 @@ class MARWKVConfig:
     n_embd: int = 64
     n_head: int = 1
     hybrid: bool = False  # MAT's attention encoder + RWKV decoder (algorithm mat_rwkv)
-    wkv_impl: str = "auto"  # "scan" | "pallas" | "auto" (see jax_mat.ops.wkv)
+    wkv_impl: str = "auto"  # "scan" | "chunked" | "pallas" | "auto" (see jax_mat.ops.wkv)
+    act_segment: int = 64  # act streams the RWKV encoder this many agents at a time (0: all agents first)
 
     def __post_init__(self):
         if self.version not in rwkv.VERSIONS:
@@ -56,6 +66,9 @@ class MARWKVConfig:
         for name in ("n_block", "n_embd", "n_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MARWKV {name} must be >= 1, got {getattr(self, name)}")
+        if self.act_segment < 0:
+            raise ValueError(f"MARWKV act_segment must be >= 0 (0: encode all agents before decoding), "
+                             f"got {self.act_segment}")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"MARWKV n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
@@ -94,9 +107,19 @@ class Encoder(nn.Module):
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``obs``: ``[B, N, O]`` -> values ``[B, N]``, representation ``[B, N, D]``."""
-        x = self.rwkv(self.ln(mat.gelu(self.obs_dense(self.obs_ln(obs)))))
-        values = self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))
-        return values[..., 0], x
+        x = self.rwkv(self._embed(obs))
+        return self._values(x), x
+
+    def segment(self, obs: jax.Array, states: list[rwkv.BlockState]):
+        """Agents ``[B, S, O]`` continuing from the RWKV stack's ``states``: values, representation, next states."""
+        x, states = self.rwkv.segment(self._embed(obs), states)
+        return self._values(x), x, states
+
+    def _embed(self, obs):
+        return self.ln(mat.gelu(self.obs_dense(self.obs_ln(obs))))
+
+    def _values(self, x):
+        return self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))[..., 0]
 
 
 class Decoder(nn.Module):
@@ -167,6 +190,10 @@ class MultiAgentRWKV(nn.Module):
     def encode(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.encoder(obs)
 
+    def encode_segment(self, obs: jax.Array, states: list[rwkv.BlockState]):
+        """The RWKV encoder (not the hybrid's) on agents ``[B, S, O]`` from ``states``: see ``Encoder.segment``."""
+        return self.encoder.segment(obs, states)
+
     def decode(self, shifted: jax.Array, rep: jax.Array, obs: jax.Array | None = None) -> jax.Array:
         """Teacher-forced logits (or means) ``[B, N, A]``; ``obs`` is unused (MAT's signature)."""
         return self.decoder(shifted, rep)
@@ -179,7 +206,9 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
     """MARWKV (or the ``hybrid`` MAT-encoder variant) behind the ``Policy`` protocol.
 
     ``init``, ``value`` and ``evaluate`` (one parallel pass) come from
-    ``EncoderDecoderPolicy``; ``act`` decodes recurrently, one agent per step.
+    ``EncoderDecoderPolicy``; ``act`` decodes recurrently, one agent per step,
+    with the RWKV encoder streamed ``act_segment`` agents ahead (module
+    docstring).
     """
 
     def __init__(self, spec: EnvSpec, config: MARWKVConfig = MARWKVConfig()):
@@ -192,15 +221,58 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
         c = self.config
         return rwkv.initial_states(c.version, c.n_block, batch, c.n_embd, c.n_head)
 
+    def segments(self) -> tuple[int, ...]:
+        """The agent positions at which ``act`` starts a new encoder segment (empty: one pass)."""
+        c, n = self.config, self.spec.n_agents
+        if c.hybrid or not c.act_segment or c.act_segment >= n:
+            return ()
+        return tuple(range(c.act_segment, n, c.act_segment))
+
     def act(self, params, obs, avail, key, deterministic=False, state=None):
-        batch = obs.shape[0]
+        batch, n = obs.shape[:2]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)
-        values, rep = self.model.apply(params, obs, method="encode")
+        bounds = (0, *self.segments(), n)
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # [B, N, ...] <-> [N, B, ...]
+        noise = self._noise(key, (n, batch), deterministic)
+        avail_n = swap(avail) if self.spec.discrete else jnp.zeros((n, batch, 0))
 
-        def decode_step(prev, i, rep_i, states):
-            return self.model.apply(params, prev, rep_i, states, method="decode_step")
+        def step(carry, x):
+            prev, states = carry
+            rep_i, noise_i, avail_i = x
+            out, states = self.model.apply(params, prev, rep_i, states, method="decode_step")
+            action = self._pick(params, out, avail_i, noise_i, deterministic)
+            return (policy_lib.next_token(self.spec, action), states), (action, out)
 
-        states = self.initial_states(batch)
-        actions, logp = self.autoregress(params, rep, states, decode_step, avail, key, deterministic)
-        return actions, logp, values
+        c = self.config
+        encoder_states = rwkv.initial_states(c.version, c.n_block, batch, c.n_embd, c.n_head)
+        carry = (policy_lib.start_tokens(self.spec, batch), self.initial_states(batch))
+        values, outs = [], []
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            if len(bounds) == 2:
+                values_s, rep = self.model.apply(params, obs, method="encode")
+            else:
+                values_s, rep, encoder_states = self.model.apply(
+                    params, obs[:, start:stop], encoder_states, method="encode_segment"
+                )
+            carry, out = jax.lax.scan(step, carry, (swap(rep), noise[start:stop], avail_n[start:stop]))
+            values.append(values_s)
+            outs.append(out)
+        actions, out = jax.tree.map(lambda *parts: swap(jnp.concatenate(parts)), *outs)
+        logp = self._dist(params, out, avail).log_prob(actions)
+        return actions, (logp[..., None] if self.spec.discrete else logp), jnp.concatenate(values, axis=1)
+
+    def _pick(self, params, out, avail_i, noise_i, deterministic):
+        """One agent's action from its decoder output ``[B, A]`` and ``_noise``.
+
+        The draw ``_choose`` makes, without its log-probability: ``act`` scores
+        all agents' actions at once after the loop, which keeps the log-softmax
+        out of the sequential steps. The Gumbel-max draw is taken on the masked
+        logits (``Categorical.sample_with`` takes it on their log-softmax,
+        which differs by a per-row constant: the same argmax).
+        """
+        if self.spec.discrete:
+            logits = heads.mask_logits(out, avail_i)
+            return jnp.argmax(logits if deterministic else logits + noise_i, axis=-1).astype(jnp.int32)
+        dist = heads.gaussian(out, params["params"]["log_std"])
+        return dist.mode() if deterministic else dist.sample_with(noise_i)

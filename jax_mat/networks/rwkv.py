@@ -6,7 +6,10 @@ Every module has two modes with the same answer:
   padding, the WKV operator of ``jax_mat.ops.wkv`` over ``T``);
 * ``step(x_t, state)``: one position ``[B, C]`` with a carried O(1) state (the
   previous position's input of each time-mix and channel-mix, and the WKV
-  state), for recurrent decoding.
+  state), for recurrent decoding;
+* ``segment(x, state)``: a stretch ``[B, S, C]`` continuing from such a state,
+  returning the state after it (the parallel form of the next ``S``
+  positions), so a sequence can be processed piece by piece.
 
 ``T`` is the agent axis: agent ``i`` sees agents ``< i`` through the token
 shift ("time shift", zero for agent 0) and the WKV recurrence.
@@ -63,9 +66,11 @@ def ffn_dim(version: int, n_embd: int) -> int:
     return int(n_embd * 3.5) // 32 * 32 if version == 6 else 4 * n_embd
 
 
-def time_shift(x: jax.Array) -> jax.Array:
-    """``[B, T, C]`` -> the previous position's ``x`` (zeros for position 0)."""
-    return jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+def time_shift(x: jax.Array, prev: jax.Array | None = None) -> jax.Array:
+    """``[B, T, C]`` -> the previous position's ``x``; position 0 gets ``prev`` ``[B, C]`` (zeros when ``None``)."""
+    if prev is None:
+        return jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    return jnp.concatenate([prev[:, None].astype(x.dtype), x[:, :-1]], axis=1)
 
 
 def lerp(x: jax.Array, prev: jax.Array, mix: jax.Array) -> jax.Array:
@@ -216,6 +221,11 @@ class TimeMix4(nn.Module):
         y, state = wkv_ops.wkv4_step(self.time_decay, self.time_first, k, v, state)
         return self.output(r * y), state
 
+    def segment(self, x, prev, state):
+        k, v, r = self._project(x, time_shift(x, prev))
+        y, state = wkv_ops.wkv4_segment(self.time_decay, self.time_first, k, v, state)
+        return self.output(r * y), state
+
 
 class TimeMix5(nn.Module):
     """RWKV-5.2 time-mix (RWKV-LM ``RWKV_TimeMix_RWKV5``)."""
@@ -260,6 +270,11 @@ class TimeMix5(nn.Module):
     def step(self, x, prev, state):
         r, k, v, g = self._project(x, prev)
         y, state = wkv_ops.wkv5_step(r, k, v, self.time_decay, self.time_faaaa, state)
+        return self.output(self.ln_x(y) * g), state
+
+    def segment(self, x, prev, state):
+        r, k, v, g = self._project(x, time_shift(x, prev))
+        y, state = wkv_ops.wkv5_segment(r, k, v, self.time_decay, self.time_faaaa, state)
         return self.output(self.ln_x(y) * g), state
 
 
@@ -316,6 +331,11 @@ class TimeMix6(nn.Module):
     def step(self, x, prev, state):
         r, k, v, w, g = self._project(x, prev)
         y, state = wkv_ops.wkv6_step(r, k, v, w, self.time_faaaa, state)
+        return self.output(self.ln_x(y) * g), state
+
+    def segment(self, x, prev, state):
+        r, k, v, w, g = self._project(x, time_shift(x, prev))
+        y, state = wkv_ops.wkv6_segment(r, k, v, w, self.time_faaaa, state)
         return self.output(self.ln_x(y) * g), state
 
 
@@ -411,6 +431,16 @@ class Block(nn.Module):
         f = self.ln2(x)
         return x + self.ffn.step(f, state.ffn_x), BlockState(h, wkv, f)
 
+    def segment(self, x: jax.Array, state: BlockState) -> tuple[jax.Array, BlockState]:
+        """``[B, S, C]`` continuing from ``state`` -> ``[B, S, C]`` and the state after position ``S - 1``."""
+        if self.version == 6:
+            x = self.ln0(x)
+        h = self.ln1(x)
+        a, wkv = self.att.segment(h, state.att_x, state.wkv)
+        x = x + a
+        f = self.ln2(x)
+        return x + self.ffn.step(f, time_shift(f, state.ffn_x)), BlockState(h[:, -1], wkv, f[:, -1])
+
 
 class RWKVStack(nn.Module):
     """``n_layer`` blocks, then (v4 only) the bias-free ``ln_f``."""
@@ -441,8 +471,15 @@ class RWKVStack(nn.Module):
 
     def step(self, x: jax.Array, states: list[BlockState]) -> tuple[jax.Array, list[BlockState]]:
         """One position ``[B, C]`` with one ``BlockState`` per block."""
+        return self._advance("step", x, states)
+
+    def segment(self, x: jax.Array, states: list[BlockState]) -> tuple[jax.Array, list[BlockState]]:
+        """``[B, S, C]`` positions continuing from one ``BlockState`` per block."""
+        return self._advance("segment", x, states)
+
+    def _advance(self, method: str, x, states):
         new_states = []
         for block, state in zip(self.blocks, states):
-            x, state = block.step(x, state)
+            x, state = getattr(block, method)(x, state)
             new_states.append(state)
         return self._final(x), new_states

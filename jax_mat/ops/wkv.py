@@ -21,11 +21,18 @@ size ``N``.
   static over time (RWKV-5 "Eagle").
 
 Each has a one-step form (``wkv4_step`` ...) carrying an O(1) state, for
-recurrent decoding; ``lax.scan`` of the step is the parallel form, so the two
-agree exactly. ``impl`` picks the implementation of the parallel form:
-``"scan"`` (this module, the reference), ``"pallas"`` (the kernels of
-``pallas_kernels.wkv4`` / ``pallas_kernels.wkv6``; on a CPU only with
-``interpret=True``) or ``"auto"`` (Pallas on a GPU, scan elsewhere).
+recurrent decoding, and a segment form (``wkv4_segment`` ...) that continues a
+whole ``[B, S, C]`` stretch from such a state and returns the state after it
+(``lax.scan`` of the step); ``lax.scan`` of the step from the empty state is
+the parallel form's reference. They agree exactly for v5/v6 and up to
+rounding for v4, whose step and segment forms (what ``act`` runs) get each
+max-normalised pair of exponentials from one ``exp``. ``impl`` picks the
+implementation of the parallel form: ``"scan"`` (this module, the reference),
+``"chunked"`` (v4 only: ``wkv4_chunked``, the same recurrence run within
+chunks of ``T`` for all chunks at once, then across chunks), ``"pallas"`` (the
+kernels of ``pallas_kernels.wkv4`` / ``pallas_kernels.wkv6``; on a CPU only
+with ``interpret=True``) or ``"auto"`` (Pallas on a GPU, scan elsewhere: on
+the CPU the chunked form measured no faster, see ``docs/benchmarks.md``).
 
 Accumulation is in float32 for narrower inputs (bfloat16, float16) and in the
 input's own precision otherwise (float64 under x64); outputs keep the dtype of
@@ -42,7 +49,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("scan", "pallas", "auto")
+IMPLS = ("scan", "chunked", "pallas", "auto")
+CHUNK = 16  # positions per chunk of wkv4_chunked
 _NEG_INF = -1e38  # upstream's initial running max
 
 
@@ -77,9 +85,12 @@ def _acc_dtype(*dtypes) -> jnp.dtype:
     return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
 
 
-def _resolve_impl(impl: str, interpret: bool, kernel_module: str) -> str:
+def _resolve_impl(op: str, impl: str, interpret: bool, kernel_module: str, chunked: bool = False) -> str:
+    """The implementation ``op`` runs; ``chunked``: whether it has a chunked form."""
     if impl not in IMPLS:
         raise ValueError(f"unknown WKV impl {impl!r}; allowed: {', '.join(map(repr, IMPLS))}")
+    if impl == "chunked" and not chunked:
+        raise ValueError(f"WKV impl='chunked' exists for wkv4 only; {op} allows 'scan', 'pallas' or 'auto'")
     on_gpu = jax.default_backend() == "gpu"
     if impl == "auto":
         if not on_gpu:
@@ -145,48 +156,166 @@ def _check_wkv4(op, time_decay, time_first, k, v, seq_axis: bool) -> None:
     _check_same(op, "dtype", {"time_decay": time_decay, "time_first": time_first})
 
 
-def _wkv4_step(w, u, k, v, state: WKV4State):
-    """One token in the accumulation dtype; ``w = -exp(time_decay)`` already applied."""
+def _wkv4_output(u, state: WKV4State, k, v):
+    """``y_t`` from the state before token ``t`` (with the bonus ``u`` on the token itself)."""
     aa, bb, pp = state
     ww = u + k
     p = jnp.maximum(pp, ww)
     e1, e2 = jnp.exp(pp - p), jnp.exp(ww - p)
-    y = (e1 * aa + e2 * v) / (e1 * bb + e2)
+    return (e1 * aa + e2 * v) / (e1 * bb + e2)
+
+
+def _wkv4_absorb(w, state: WKV4State, k, v) -> WKV4State:
+    """The state after token ``t``: the old one decayed by ``e^w``, plus ``e^k v``."""
+    aa, bb, pp = state
     ww = w + pp
     p = jnp.maximum(ww, k)
     e1, e2 = jnp.exp(ww - p), jnp.exp(k - p)
+    return WKV4State(e1 * aa + e2 * v, e1 * bb + e2, p)
+
+
+def _wkv4_step(w, u, k, v, state: WKV4State):
+    """One token in the accumulation dtype; ``w = -exp(time_decay)`` already applied."""
+    return _wkv4_output(u, state, k, v), _wkv4_absorb(w, state, k, v)
+
+
+def _normalised_pair(a, b):
+    """``(e^(a - m), e^(b - m), m)`` with ``m = max(a, b)``, from one ``exp``: one of the two is ``e^0 = 1``."""
+    z = jnp.exp(-jnp.abs(a - b))
+    a_wins = a >= b
+    return jnp.where(a_wins, 1.0, z), jnp.where(a_wins, z, 1.0), jnp.maximum(a, b)
+
+
+def _wkv4_step_one_exp(w, u, k, v, state: WKV4State):
+    """``_wkv4_step`` with two ``exp`` instead of four (``_normalised_pair``); equal up to rounding.
+
+    ``act`` runs this (``wkv4_step`` and ``wkv4_segment``); the reference scan
+    keeps upstream's operation order.
+    """
+    aa, bb, pp = state
+    e1, e2, _ = _normalised_pair(pp, u + k)
+    y = (e1 * aa + e2 * v) / (e1 * bb + e2)
+    e1, e2, p = _normalised_pair(w + pp, k)
     return y, WKV4State(e1 * aa + e2 * v, e1 * bb + e2, p)
+
+
+def _wkv4_merge(a: WKV4State, b: WKV4State) -> WKV4State:
+    """One state holding the tokens of both ``a`` and ``b`` (each already decayed to the same position)."""
+    p = jnp.maximum(a.pp, b.pp)
+    e1, e2 = jnp.exp(a.pp - p), jnp.exp(b.pp - p)
+    return WKV4State(e1 * a.aa + e2 * b.aa, e1 * a.bb + e2 * b.bb, p)
+
+
+def _wkv4_decay(state: WKV4State, log_decay) -> WKV4State:
+    """``state`` carried ``log_decay / w`` positions on with no token added (only its exponent moves)."""
+    return WKV4State(state.aa, state.bb, state.pp + log_decay)
+
+
+def _wkv4_params(time_decay, time_first, k):
+    """The accumulation dtype, ``w = -exp(time_decay)`` and ``u`` in it."""
+    acc = _acc_dtype(k.dtype, time_decay.dtype)
+    return acc, -jnp.exp(time_decay.astype(acc)), time_first.astype(acc)
+
+
+def _wkv4_scan_from(w, u, k, v, state: WKV4State, step_fn=_wkv4_step):
+    """``k``, ``v`` ``[B, T, C]`` continuing from ``state``: ``y`` ``[B, T, C]`` and the state after ``T``."""
+
+    def step(state, kv):
+        y, state = step_fn(w, u, kv[0], kv[1], state)
+        return state, y
+
+    state, y = jax.lax.scan(step, state, _time_major(k, v))
+    return jnp.swapaxes(y, 0, 1), state
+
+
+def _check_wkv4_state(op, state, k) -> None:
+    expected = (k.shape[0], k.shape[-1])
+    shapes = [tuple(s.shape) for s in state] if isinstance(state, tuple) else type(state).__name__
+    if not isinstance(state, WKV4State) or any(s != expected for s in shapes):
+        raise ValueError(f"{op}: state must be a WKV4State of three [B, C] = {expected} arrays, got {shapes}")
 
 
 def wkv4_step(time_decay, time_first, k_t, v_t, state: WKV4State):
     """One agent: ``k_t``, ``v_t`` ``[B, C]``; returns ``y_t`` ``[B, C]`` and the next state."""
     _check_wkv4("wkv4_step", time_decay, time_first, k_t, v_t, seq_axis=False)
-    acc = _acc_dtype(k_t.dtype, time_decay.dtype)
-    w, u = -jnp.exp(time_decay.astype(acc)), time_first.astype(acc)
+    acc, w, u = _wkv4_params(time_decay, time_first, k_t)
     state = WKV4State(*(s.astype(acc) for s in state))
-    y, state = _wkv4_step(w, u, k_t.astype(acc), v_t.astype(acc), state)
+    y, state = _wkv4_step_one_exp(w, u, k_t.astype(acc), v_t.astype(acc), state)
     return y.astype(k_t.dtype), state
+
+
+def wkv4_segment(time_decay, time_first, k, v, state: WKV4State):
+    """``k``, ``v`` ``[B, S, C]`` continuing from ``state``; returns ``y`` ``[B, S, C]`` and the state after them.
+
+    ``wkv4`` of a sequence equals ``wkv4_segment`` of its pieces in order, each
+    starting from the state the previous one returned (the first from
+    ``wkv4_init_state``).
+    """
+    _check_wkv4("wkv4_segment", time_decay, time_first, k, v, seq_axis=True)
+    _check_wkv4_state("wkv4_segment", state, k)
+    acc, w, u = _wkv4_params(time_decay, time_first, k)
+    state = WKV4State(*(s.astype(acc) for s in state))
+    y, state = _wkv4_scan_from(w, u, k.astype(acc), v.astype(acc), state, _wkv4_step_one_exp)
+    return y.astype(k.dtype), state
 
 
 def wkv4_scan(time_decay, time_first, k, v):
     """The reference: ``lax.scan`` of the one-step form over ``T``."""
-    acc = _acc_dtype(k.dtype, time_decay.dtype)
-    w, u = -jnp.exp(time_decay.astype(acc)), time_first.astype(acc)
+    acc, w, u = _wkv4_params(time_decay, time_first, k)
+    y, _ = _wkv4_scan_from(w, u, k.astype(acc), v.astype(acc), wkv4_init_state(k.shape[0], k.shape[2], acc))
+    return y.astype(k.dtype)
 
-    def step(state, kv):
-        y, state = _wkv4_step(w, u, kv[0], kv[1], state)
-        return state, y
 
-    state = wkv4_init_state(k.shape[0], k.shape[2], acc)
-    _, y = jax.lax.scan(step, state, _time_major(k.astype(acc), v.astype(acc)))
-    return jnp.swapaxes(y, 0, 1).astype(k.dtype)
+def wkv4_chunked(time_decay, time_first, k, v, chunk: int = CHUNK):
+    """``wkv4`` in ``L + T / L`` sequential steps instead of ``T`` (``L = min(chunk, T)``).
+
+    ``T`` is cut into chunks of ``L`` positions (the last one zero-padded;
+    padding only follows real positions, so it changes nothing they see).
+    Three passes, all in the running-max form, so keys of any size stay exact:
+
+    1. each chunk's own recurrence from the empty state, all chunks at once
+       (``L`` steps over ``[L, B, T / L, C]``), keeping the state before each
+       position;
+    2. the state entering each chunk (``T / L`` steps over ``[B, C]``): the
+       entering state decayed by ``L`` positions, merged with the chunk's own
+       final state;
+    3. elementwise at every position: the entering state decayed to it, merged
+       with the chunk-local state before it, then the output.
+    """
+    if chunk < 1:
+        raise ValueError(f"wkv4_chunked: chunk must be >= 1, got {chunk}")
+    acc, w, u = _wkv4_params(time_decay, time_first, k)
+    b, t, c = k.shape
+    size = min(chunk, t)
+    n = -(-t // size)
+    pad = ((0, 0), (0, n * size - t), (0, 0))
+    kc, vc = (jnp.moveaxis(jnp.pad(x.astype(acc), pad).reshape(b, n, size, c), 2, 0) for x in (k, v))
+
+    def local(state, kv):
+        return _wkv4_absorb(w, state, *kv), state
+
+    empty = WKV4State(*(s.reshape(b, n, c) for s in wkv4_init_state(b * n, c, acc)))
+    own, before_local = jax.lax.scan(local, empty, (kc, vc))
+
+    def across(state, chunk_own):
+        return _wkv4_merge(_wkv4_decay(state, size * w), chunk_own), state
+
+    _, entering = jax.lax.scan(across, wkv4_init_state(b, c, acc), WKV4State(*(jnp.swapaxes(s, 0, 1) for s in own)))
+    entering = WKV4State(*(jnp.swapaxes(s, 0, 1)[None] for s in entering))  # [1, B, n, C]
+    offset = jnp.arange(size, dtype=acc)[:, None, None, None]
+    before = _wkv4_merge(_wkv4_decay(entering, offset * w), before_local)
+    y = _wkv4_output(u, before, kc, vc)  # [L, B, n, C]
+    return jnp.moveaxis(y, 0, 2).reshape(b, n * size, c)[:, :t].astype(k.dtype)
 
 
 def wkv4(time_decay, time_first, k, v, *, impl: str = "auto", interpret: bool = False):
     """RWKV-4 WKV over ``[B, T, C]`` keys and values (see the module docstring)."""
     _check_wkv4("wkv4", time_decay, time_first, k, v, seq_axis=True)
-    if _resolve_impl(impl, interpret, "wkv4") == "pallas":
+    impl = _resolve_impl("wkv4", impl, interpret, "wkv4", chunked=True)
+    if impl == "pallas":
         return _kernel("wkv4", "wkv4_pallas")(time_decay, time_first, k, v, interpret=interpret)
+    if impl == "chunked":
+        return wkv4_chunked(time_decay, time_first, k, v)
     return wkv4_scan(time_decay, time_first, k, v)
 
 
@@ -236,8 +365,9 @@ def _heads(x, n_head):
     return x.reshape(*x.shape[:-1], n_head, x.shape[-1] // n_head)
 
 
-def _matrix_scan(r, k, v, log_w, u):
-    """``log_w``: ``[B, T, C]`` or ``[C]`` raw decay (``decay = exp(-exp(log_w))``)."""
+def _matrix_scan(r, k, v, log_w, u, state=None):
+    """``log_w``: ``[B, T, C]`` or ``[C]`` raw decay (``decay = exp(-exp(log_w))``); ``state``: the one before ``T``
+    (``None``: zero). Returns ``y`` ``[B, T, C]`` and the state after ``T`` (in the accumulation dtype)."""
     acc = _acc_dtype(r.dtype, log_w.dtype, u.dtype)
     n_head, head_size = u.shape
     b, t, c = r.shape
@@ -258,9 +388,9 @@ def _matrix_scan(r, k, v, log_w, u):
             y, state = _matrix_step(*x[:3], x[3], u, state)
             return state, y
 
-    state = wkv6_init_state(b, n_head, head_size, acc)
-    _, y = jax.lax.scan(step, state, _time_major(*seq))
-    return jnp.swapaxes(y, 0, 1).reshape(b, t, c).astype(r.dtype)
+    state = wkv6_init_state(b, n_head, head_size, acc) if state is None else state.astype(acc)
+    state, y = jax.lax.scan(step, state, _time_major(*seq))
+    return jnp.swapaxes(y, 0, 1).reshape(b, t, c).astype(r.dtype), state
 
 
 def _matrix_one_step(r_t, k_t, v_t, log_w, u, state):
@@ -281,7 +411,14 @@ def _check_state(op, state, batch, u) -> None:
 
 def wkv6_scan(r, k, v, w, u):
     """The reference: ``lax.scan`` over ``T`` of the one-step form."""
-    return _matrix_scan(r, k, v, w, u)
+    return _matrix_scan(r, k, v, w, u)[0]
+
+
+def wkv6_segment(r, k, v, w, u, state):
+    """``[B, S, C]`` positions continuing from ``state`` ``[B, H, N, N]``; returns ``y`` and the state after them."""
+    _check_matrix("wkv6_segment", r, k, v, w, u, "w", seq_axis=True)
+    _check_state("wkv6_segment", state, r.shape[0], u)
+    return _matrix_scan(r, k, v, w, u, state)
 
 
 def wkv6_step(r_t, k_t, v_t, w_t, u, state):
@@ -294,13 +431,20 @@ def wkv6_step(r_t, k_t, v_t, w_t, u, state):
 def wkv6(r, k, v, w, u, *, impl: str = "auto", interpret: bool = False):
     """RWKV-6 WKV with data-dependent decay ``w`` ``[B, T, C]`` and bonus ``u`` ``[H, N]``."""
     _check_matrix("wkv6", r, k, v, w, u, "w", seq_axis=True)
-    if _resolve_impl(impl, interpret, "wkv6") == "pallas":
+    if _resolve_impl("wkv6", impl, interpret, "wkv6") == "pallas":
         return _kernel("wkv6", "wkv6_pallas")(r, k, v, w, u, interpret=interpret)
     return wkv6_scan(r, k, v, w, u)
 
 
 def wkv5_scan(r, k, v, time_decay, u):
-    return _matrix_scan(r, k, v, time_decay.reshape(-1), u)
+    return _matrix_scan(r, k, v, time_decay.reshape(-1), u)[0]
+
+
+def wkv5_segment(r, k, v, time_decay, u, state):
+    """``wkv6_segment`` with the static decay ``time_decay`` ``[H, N]``."""
+    _check_matrix("wkv5_segment", r, k, v, time_decay, u, "time_decay", seq_axis=True)
+    _check_state("wkv5_segment", state, r.shape[0], u)
+    return _matrix_scan(r, k, v, time_decay.reshape(-1), u, state)
 
 
 def wkv5_step(r_t, k_t, v_t, time_decay, u, state):
@@ -316,6 +460,6 @@ def wkv5(r, k, v, time_decay, u, *, impl: str = "auto", interpret: bool = False)
     The Pallas path is ``pallas_kernels.wkv6.wkv5_pallas``: the RWKV-6 kernel with the decay broadcast over time.
     """
     _check_matrix("wkv5", r, k, v, time_decay, u, "time_decay", seq_axis=True)
-    if _resolve_impl(impl, interpret, "wkv6") == "pallas":
+    if _resolve_impl("wkv5", impl, interpret, "wkv6") == "pallas":
         return _kernel("wkv6", "wkv5_pallas")(r, k, v, time_decay, u, interpret=interpret)
     return wkv5_scan(r, k, v, time_decay, u)
