@@ -6,6 +6,8 @@ Examples::
     python -m jax_mat.train env.map=3s5z algo.lr=1e-3 train.total_steps=2e6 seed=3
     python -m jax_mat.train smax_2s3z --run-dir runs/mine
     python -m jax_mat.train --resume runs/mat-smax-3m-20261124-101500
+    python -m jax_mat.train --init-from runs/pretrain env=smax_multi env.maps=[5m_vs_6m] env.pad_allies=8 \
+        env.pad_enemies=8                                      # fine-tune another run's parameters
 
 Every configuration error is reported before anything is compiled or
 written. A run directory holds ``config.yaml`` (the resolved config),
@@ -42,8 +44,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="train N independent seeds (seed, seed + 1, ...) as one vmapped program (= train.seeds=N)")
+    parser.add_argument("--init-from", metavar="RUN_DIR[/checkpoints/<update>]",
+                        help="start from another run's parameters and optimiser state (= train.init_from; "
+                             "see jax_mat/training/finetune.py)")
+    parser.add_argument("--init-seed", type=int, metavar="K",
+                        help="with --init-from a seed sweep: start every seed from its seed K (= train.init_seed)")
+    parser.add_argument("--reset-optimizer", action="store_true",
+                        help="with --init-from: a fresh optimiser state (= train.reset_optimizer=true)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    # Overrides may come before, between or after the flags (``--init-from RUN env=mujoco ...``).
+    return parser.parse_intermixed_args(argv)
+
+
+_INIT_KEYS = ("train.init_from", "train.init_seed", "train.reset_optimizer")
+
+
+def _init_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """``--init-from``/``--init-seed``/``--reset-optimizer`` as overrides; refused on ``--resume``."""
+    given = args.init_from is not None or args.init_seed is not None or args.reset_optimizer
+    if args.resume and (given or any(o.partition("=")[0].strip() in _INIT_KEYS for o in overrides)):
+        raise ValueError("--resume continues a run from its own checkpoints: --init-from, --init-seed and "
+                         "--reset-optimizer apply to a new run only")
+    extra = []
+    if args.init_from is not None:
+        extra.append(f"train.init_from={args.init_from}")
+    if args.init_seed is not None:
+        extra.append(f"train.init_seed={args.init_seed}")
+    if args.reset_optimizer:
+        extra.append("train.reset_optimizer=true")
+    return [*overrides, *extra]
 
 
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
@@ -55,6 +84,7 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         overrides = [*overrides, f"train.seeds={args.seeds}"]
+    overrides = _init_overrides(args, overrides)
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")
@@ -67,6 +97,10 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
         cfg = config_lib.config_from_file(config_path, overrides)
         return cfg, run_dir, True
     cfg = config_lib.load_config(name, overrides)
+    if cfg.train.init_from:
+        from jax_mat.training import finetune
+
+        cfg = finetune.record_source(cfg)
     if args.run_dir:
         run_dir = args.run_dir
         if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
@@ -103,13 +137,15 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
 
     With ``train.seeds = S > 1`` the ``S`` seeds (``seed + k``) train as one
     ``jax.vmap``-ped program whose state (and checkpoint) holds every seed.
+    A new run with ``train.init_from`` starts from that checkpoint's
+    parameters (``training.finetune``) and saves its initial state as checkpoint 0.
     """
     import jax
 
     from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
-    from jax_mat.training import sweep
+    from jax_mat.training import finetune, sweep
     from jax_mat.training.checkpoint import Checkpointer
     from jax_mat.training.logging import RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
@@ -117,6 +153,12 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     env = make_env_from_config(cfg.env)
     trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
     n_seeds = cfg.train.seeds
+    try:
+        # Few-shot: read and check the source checkpoint before anything is compiled or written.
+        init_weights = finetune.load(trainer) if cfg.train.init_from and not resume else None
+    except BaseException:
+        _close(env)
+        raise
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     if resume:
         state = checkpointer.restore(sweep.state_template(trainer))
@@ -125,6 +167,9 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
         config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
         with reporting_host_errors(env):
             state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
+        if init_weights is not None:
+            state = finetune.apply(state, init_weights)
+            checkpointer.save(0, state)  # --resume restarts from here, never from the source
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
@@ -168,9 +213,14 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     finally:
         logger.close()
         checkpointer.close()
-        close = getattr(env, "close", None)
-        if close is not None:
-            close()  # a host bridge's worker processes
+        _close(env)
+
+
+def _close(env) -> None:
+    """Stops a host bridge's worker processes (other environments hold none)."""
+    close = getattr(env, "close", None)
+    if close is not None:
+        close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
