@@ -39,8 +39,8 @@ case "$BUDGET" in
     JOINTS=${JOINTS:-bthigh}
     PRETRAIN_STEPS=${PRETRAIN_STEPS:-1000}
     FINETUNE_STEPS=${FINETUNE_STEPS:-1000}
-    # 2 envs x 50 steps per update: each run finishes one 1000-step episode per env, so every curve has a point.
-    SIZE=(train.n_envs=2 train.episode_length=50 algo.num_mini_batch=2 algo.ppo_epochs=2 algo.n_embd=16
+    # 1 env x 100 steps per update: each run finishes one 1000-step episode, so every curve has a point.
+    SIZE=(train.n_envs=1 train.episode_length=100 algo.num_mini_batch=2 algo.ppo_epochs=2 algo.n_embd=16
           train.eval_episodes=1 train.checkpoint_every=5)
     SMOOTH=1
     ;;
@@ -83,7 +83,7 @@ done
 for joint in "${JOINT_LIST[@]}"; do
   runs=()
   for algo in "${ALGO_LIST[@]}"; do runs+=("$OUT/$algo-finetune-$joint" "$OUT/$algo-scratch-$joint"); done
-  python scripts/plot_results.py "${runs[@]}" --group-by run --tag episode/return --smooth "$SMOOTH" \
-    --title "HalfCheetah 6x1, $joint disabled: fine-tuned vs scratch ($BUDGET budget)" \
+  python -m scripts.plot_results "${runs[@]}" --group-by run --tag episode/return --smooth "$SMOOTH" \
+    --title "HalfCheetah 6x1, $joint disabled: fine-tuned vs scratch, $BUDGET" \
     --out "$OUT/fewshot-$joint.png" --table "$OUT/fewshot-$joint.md"
 done

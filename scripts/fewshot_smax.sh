@@ -97,6 +97,6 @@ for map in "${HELDOUT_LIST[@]}"; do
   runs=()
   for algo in "${ALGO_LIST[@]}"; do runs+=("$OUT/$algo-finetune-$map" "$OUT/$algo-scratch-$map"); done
   python -m scripts.plot_results "${runs[@]}" --group-by run --tag episode/win_rate --smooth "$SMOOTH" \
-    --title "SMAX $map (held out of $TRAIN_MAPS): fine-tuned vs scratch ($BUDGET budget)" \
+    --title "SMAX $map (held out): fine-tuned vs scratch, $BUDGET" \
     --out "$OUT/fewshot-$map.png" --table "$OUT/fewshot-$map.md"
 done
