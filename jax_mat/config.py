@@ -70,6 +70,8 @@ class EnvConfig:
     maps: tuple[str, ...] = ()  # smax_multi: the SMAX maps trained together
     disabled_joints: tuple[str, ...] = ()  # mujoco: joints whose agents' actions are ignored (zero torque)
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
+    pad_allies: int = 0  # smax_multi: agents every map is padded to (0: the most allies over env.maps)
+    pad_enemies: int = 0  # smax_multi: enemy slots every map is padded to (0: the most enemies over env.maps)
     # smac, isaac (host bridges, jax_mat/envs/host_options.py):
     host_env: str = ""  # the simulator's constructor "module:attribute"; "" = the real SMAC / Bi-DexHands
     host_workers: int = 0  # worker processes per pool; 0 = one per environment (smac), one in all (isaac)
@@ -204,6 +206,9 @@ class TrainConfig:
     coordinator_address: str = ""  # "host:port" of process 0; "" -> $JAX_COORDINATOR_ADDRESS or auto-detected
     num_processes: int = 0  # 0 -> $JAX_NUM_PROCESSES or auto-detected
     process_id: int = -1  # this process's own (never saved with the run); -1 -> $JAX_PROCESS_ID or auto-detected
+    init_from: str = ""  # --init-from: the checkpoint (RUN_DIR/checkpoints/<update>) the parameters start from
+    init_seed: int = -1  # --init-seed: the source sweep's seed every seed starts from (-1: see training.finetune)
+    reset_optimizer: bool = False  # --reset-optimizer: a fresh optimiser state instead of the checkpoint's
 
     def __post_init__(self):
         _require_at_least_one(
@@ -257,6 +262,13 @@ class TrainConfig:
                 f"train.distributed=off contradicts {', '.join(launch)}; drop them or use train.distributed=auto"
             )
 
+        if self.init_seed < -1:
+            raise ValueError(f"train.init_seed must be >= 0 (or -1: unset), got {self.init_seed}")
+        if not self.init_from and (self.init_seed != -1 or self.reset_optimizer):
+            option = ("train.init_seed (--init-seed)" if self.init_seed != -1
+                      else "train.reset_optimizer (--reset-optimizer)")
+            raise ValueError(f"{option} applies only with train.init_from (--init-from RUN_DIR)")
+
     @property
     def device_count(self) -> int | None:
         """The devices asked for, or None for ``devices=all``."""
@@ -309,6 +321,9 @@ class Config:
                 f"train.total_steps ({t.total_steps}) is less than one update, train.n_envs * train.episode_length "
                 f"= {t.n_envs} * {t.episode_length} = {self.batch_size}"
             )
+        from jax_mat.envs import registry
+
+        registry.check_run_config(self)
 
     @property
     def run_name(self) -> str:

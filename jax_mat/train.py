@@ -12,6 +12,8 @@ Examples::
 Several processes (hosts) run the same command, joined by ``jax.distributed``
 (``docs/distributed.md``); only process 0 writes the logs, the config and the
 evaluation, and every process takes part in each checkpoint.
+    python -m jax_mat.train --init-from runs/pretrain env=smax_multi env.maps=[5m_vs_6m] env.pad_allies=8 \
+        env.pad_enemies=8                                      # fine-tune another run's parameters
 
 Every configuration error is reported before anything is compiled or
 written. A run directory holds ``config.yaml`` (the resolved config),
@@ -49,9 +51,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="train N independent seeds (seed, seed + 1, ...) as one vmapped program (= train.seeds=N)")
+    parser.add_argument("--init-from", metavar="RUN_DIR[/checkpoints/<update>]",
+                        help="start from another run's parameters and optimiser state (= train.init_from; "
+                             "see jax_mat/training/finetune.py)")
+    parser.add_argument("--init-seed", type=int, metavar="K",
+                        help="with --init-from a seed sweep: start every seed from its seed K (= train.init_seed)")
+    parser.add_argument("--reset-optimizer", action="store_true",
+                        help="with --init-from: a fresh optimiser state (= train.reset_optimizer=true)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    # Intermixed: options may come before, between or after the config items (`--seeds 4 key=value`).
+    # Overrides may come before, between or after the flags (``--init-from RUN env=mujoco ...``).
     return parser.parse_intermixed_args(argv)
+
+
+_INIT_KEYS = ("train.init_from", "train.init_seed", "train.reset_optimizer")
+
+
+def _init_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """``--init-from``/``--init-seed``/``--reset-optimizer`` as overrides; refused on ``--resume``."""
+    given = args.init_from is not None or args.init_seed is not None or args.reset_optimizer
+    if args.resume and (given or any(o.partition("=")[0].strip() in _INIT_KEYS for o in overrides)):
+        raise ValueError("--resume continues a run from its own checkpoints: --init-from, --init-seed and "
+                         "--reset-optimizer apply to a new run only")
+    extra = []
+    if args.init_from is not None:
+        extra.append(f"train.init_from={args.init_from}")
+    if args.init_seed is not None:
+        extra.append(f"train.init_seed={args.init_seed}")
+    if args.reset_optimizer:
+        extra.append("train.reset_optimizer=true")
+    return [*overrides, *extra]
 
 
 def _config_items(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -63,6 +91,7 @@ def _config_items(args: argparse.Namespace) -> tuple[str | None, list[str]]:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         overrides = [*overrides, f"train.seeds={args.seeds}"]
+    overrides = _init_overrides(args, overrides)
     return name, overrides
 
 
@@ -81,6 +110,10 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
         cfg = config_lib.config_from_file(config_path, overrides)
         return cfg, run_dir, True
     cfg = config_lib.load_config(name, overrides)
+    if cfg.train.init_from:
+        from jax_mat.training import finetune
+
+        cfg = finetune.record_source(cfg)
     if args.run_dir:
         run_dir = args.run_dir
         if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
@@ -117,6 +150,8 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
 
     With ``train.seeds = S > 1`` the ``S`` seeds (``seed + k``) train as one
     ``jax.vmap``-ped program whose state (and checkpoint) holds every seed.
+    A new run with ``train.init_from`` starts from that checkpoint's
+    parameters (``training.finetune``) and saves its initial state as checkpoint 0.
     """
     import jax
 
@@ -129,6 +164,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
     from jax_mat.envs.registry import has_wins, make_env_from_config
     from jax_mat.networks.registry import make_policy
+    from jax_mat.training import finetune
     from jax_mat.training.checkpoint import Checkpointer
     from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
@@ -137,6 +173,12 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     env = make_env_from_config(cfg.env)
     training = distributed.shard_training(Trainer(cfg, env, make_policy(env.spec, cfg.algo)), mesh)
     n_seeds = cfg.train.seeds
+    try:
+        # Few-shot: read and check the source checkpoint before anything is compiled or written.
+        init_weights = finetune.load(training.trainer) if cfg.train.init_from and not resume else None
+    except BaseException:
+        _close(env)
+        raise
     distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     if resume:
@@ -149,6 +191,11 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE))
         with reporting_host_errors(env):
             state = training.init(sweep.run_keys(cfg.seed, n_seeds))
+        if init_weights is not None:
+            # The source's arrays, placed as the sharded programs expect their state.
+            state = jax.tree.map(lambda x, like: jax.device_put(x, like.sharding),
+                                 finetune.apply(state, init_weights), training.abstract_state)
+            checkpointer.save(0, state)  # --resume restarts from here, never from the source
 
     steps_per_update = cfg.train.n_envs * cfg.train.episode_length
     total_updates = cfg.num_updates
@@ -197,9 +244,14 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     finally:
         logger.close()
         checkpointer.close()
-        close = getattr(env, "close", None)
-        if close is not None:
-            close()  # a host bridge's worker processes
+        _close(env)
+
+
+def _close(env) -> None:
+    """Stops a host bridge's worker processes (other environments hold none)."""
+    close = getattr(env, "close", None)
+    if close is not None:
+        close()
 
 
 def join_processes(args: argparse.Namespace) -> None:

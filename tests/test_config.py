@@ -153,7 +153,11 @@ def test_split_cli_args():
 
 
 def _map_files():
-    return sorted(p.stem.removeprefix("smax_") for p in (CONFIGS / "env").glob("smax_*.yaml"))
+    from jax_mat.envs.registry import known_envs
+
+    # configs/env/smax_multi.yaml selects an environment (env=smax_multi), not a map.
+    return sorted(p.stem.removeprefix("smax_") for p in (CONFIGS / "env").glob("smax_*.yaml")
+                  if p.stem not in known_envs())
 
 
 def test_every_smax_map_has_a_per_map_file():
@@ -205,7 +209,8 @@ def test_per_map_files_load_and_validate(smax_map):
         (["algo=marwkv", "algo.wkv_impl=cuda"], "unknown WKV impl 'cuda'; allowed: 'scan', 'chunked', 'pallas', 'auto'"),
         (["algo=marwkv", "algo.wkv_impl=pallas"], "algo.wkv_impl=pallas needs a GPU (the default backend is cpu)"),
         (["algo.dec_actor=true"], "algo.name=mat needs algo.dec_actor=false"),
-        (["env.name=starcraft"], "unknown environment 'starcraft' (env.name); known: smax, smac, isaac, mujoco"),
+        (["env.name=starcraft"],
+         "unknown environment 'starcraft' (env.name); known: smax, smax_multi, smac, isaac, mujoco"),
         (["env.map=4m"], "unknown SMAX map '4m'; known: 3m, 2s3z"),
         (["env.map=MMM2"], "Use env=smac"),
         (["env=smax_4m"], "unknown env config 'smax_4m' (env=smax_4m); did you mean"),

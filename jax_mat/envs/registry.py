@@ -12,7 +12,9 @@ importing JaxMARL or MJX takes seconds.
 Each environment registers one ``EnvEntry``: how to check a config, how to
 build from one, which config field names its variant (the map or the task)
 and which fields it reads (setting any other environment's field is an error,
-so ``env.task=...`` on SMAX does not pass silently).
+so ``env.task=...`` on SMAX does not pass silently), and optionally what it
+needs of the run's ``train`` settings (``check_run_config``, which ``Config``
+calls: ``smax_multi`` shares its environments equally between its maps).
 """
 
 from __future__ import annotations
@@ -45,6 +47,30 @@ def _check_smax(env_config: Any) -> None:
     from jax_mat.envs.smax import check_smax_map
 
     check_smax_map(env_config.map)
+
+
+def _make_smax_multi(
+    maps: tuple[str, ...] = (), pad_allies: int = 0, pad_enemies: int = 0, **options: Any
+) -> MultiAgentEnv:
+    """Several SMAX maps padded to common sizes (``envs.smax_multi``); auto-resets per map group."""
+    from jax_mat.envs import smax_multi
+
+    return smax_multi.SmaxMultiEnv(tuple(maps), pad_allies, pad_enemies, **options)
+
+
+def _check_smax_multi(env_config: Any) -> None:
+    from jax_mat.envs.smax_multi import common_sizes
+
+    common_sizes(env_config.maps, env_config.pad_allies, env_config.pad_enemies)
+
+
+def _check_smax_multi_run(config: Any) -> None:
+    """Every map gets an equal share of the rollout and evaluation environments."""
+    from jax_mat.envs.smax_multi import group_size
+
+    n_maps = len(config.env.maps)
+    group_size(config.train.n_envs, n_maps, "train.n_envs")
+    group_size(config.train.eval_episodes, n_maps, "train.eval_episodes")
 
 
 def _check_smac(env_config: Any) -> None:
@@ -95,6 +121,7 @@ class EnvEntry:
     variant_field: str  # the EnvConfig field that names the run's task ("map", "task", "maps")
     fields: tuple[str, ...]  # the EnvConfig fields this environment reads
     make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
+    check_run: Callable[[Any], None] | None = None  # Config -> None: the env's constraints on train.*
     vmappable: bool = True  # False: stepped by ordered host callbacks, which jax.vmap (a seed sweep) refuses
     has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
 
@@ -106,6 +133,14 @@ _ENTRIES: dict[str, EnvEntry] = {
         variant_field="map",
         fields=("map",),
         make=_make_smax,
+    ),
+    "smax_multi": EnvEntry(
+        check=_check_smax_multi,
+        build=lambda c: _make_smax_multi(c.maps, c.pad_allies, c.pad_enemies),
+        variant_field="maps",
+        fields=("maps", "pad_allies", "pad_enemies"),
+        make=_make_smax_multi,
+        check_run=_check_smax_multi_run,
     ),
     # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
     "smac": EnvEntry(
@@ -134,7 +169,7 @@ _ENTRIES: dict[str, EnvEntry] = {
 }
 
 # EnvConfig fields that select an environment's variant or options (``name`` aside).
-_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", *HOST_FIELDS)
+_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_allies", "pad_enemies", *HOST_FIELDS)
 
 
 def known_envs() -> tuple[str, ...]:
@@ -165,6 +200,14 @@ def check_env_config(env_config: Any) -> None:
     entry.check(env_config)
 
 
+def check_run_config(config: Any) -> None:
+    """Raises ``ValueError`` when a ``Config``'s ``train`` settings do not suit its environment
+    (``smax_multi``: environment counts that its maps cannot share equally)."""
+    check_run = _entry(config.env.name).check_run
+    if check_run is not None:
+        check_run(config)
+
+
 def supports_seed_sweeps(name: str) -> bool:
     """Whether environment ``name`` runs under ``jax.vmap`` over seeds (host bridges do not)."""
     return _entry(name).vmappable
@@ -192,9 +235,11 @@ def make_env(name: str, **options: Any) -> MultiAgentEnv:
 
     Args:
       name: one of ``known_envs()``; ``"smax"`` takes ``map_name`` (one of
-        ``known_smax_maps()``) and the ``SmaxEnv`` options; ``"mujoco"`` takes
-        ``task`` (``halfcheetah_6x1``, ``ant_2x4``, ``walker2d_2x3``),
-        ``disabled_joints``, ``agent_obsk`` and ``max_episode_steps``.
+        ``known_smax_maps()``) and the ``SmaxEnv`` options; ``"smax_multi"``
+        takes ``maps`` and optionally ``pad_allies``/``pad_enemies`` and
+        returns a ``BatchedMultiAgentEnv`` (``envs.smax_multi.SmaxMultiEnv``);
+        ``"mujoco"`` takes ``task`` (``halfcheetah_6x1``, ``ant_2x4``,
+        ``walker2d_2x3``), ``disabled_joints``, ``agent_obsk`` and ``max_episode_steps``.
       **options: environment options.
 
     Raises:

@@ -56,6 +56,15 @@ class Checkpointer:
         except Exception as err:  # orbax/tensorstore raise many kinds on unreadable files
             raise ValueError(f"checkpoint {step} in {self.directory} cannot be read: {_first_line(err)}") from None
 
+    def restore_as_saved(self, step: int) -> Any:
+        """Checkpoint ``step`` without a template, as nested dicts and lists of arrays (a ``RunnerState``
+        becomes a dict of its fields, optimiser states lists): for reading another run's checkpoint.
+        Raises ``ValueError`` when it cannot be read."""
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore())
+        except Exception as err:  # orbax/tensorstore raise many kinds on missing or unreadable files
+            raise ValueError(f"checkpoint {step} in {self.directory} cannot be read: {_first_line(err)}") from None
+
     def close(self) -> None:
         self._manager.close()
 

@@ -1,0 +1,36 @@
+"""Run directories without training: a config and one checkpoint of a fresh ``RunnerState``.
+
+For tests of what reads run directories (``--render``, ``--init-from``) where the parameters' values do not matter.
+"""
+
+import os
+
+import jax
+
+from jax_mat import config as config_lib
+from jax_mat.train import CHECKPOINT_DIR, CONFIG_FILE
+
+
+def untrained_run(run_dir, overrides, update=0, with_checkpoint=True):
+    """Writes ``run_dir`` (config.yaml and, if asked, checkpoint ``update`` of ``Trainer.init``); returns its state."""
+    from jax_mat.envs.registry import make_env_from_config
+    from jax_mat.networks.registry import make_policy
+    from jax_mat.training import sweep
+    from jax_mat.training.checkpoint import Checkpointer
+    from jax_mat.training.runner import Trainer
+
+    cfg = config_lib.load_config(None, list(overrides))
+    os.makedirs(run_dir)
+    config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
+    if not with_checkpoint:
+        return None
+    env = make_env_from_config(cfg.env)
+    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    n_seeds = cfg.train.seeds
+    state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
+    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
+    try:
+        checkpointer.save(update, state)
+    finally:
+        checkpointer.close()
+    return state
