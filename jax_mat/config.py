@@ -276,14 +276,13 @@ class TrainConfig:
 
 
 def check_splits_over_devices(env_name: str, n_devices: int) -> None:
-    """``ValueError`` unless environment ``env_name`` can be split over ``n_devices`` devices (host bridges cannot)."""
+    """``ValueError`` unless environment ``env_name`` can be split over ``n_devices`` devices (host bridges and smax_multi cannot)."""
     from jax_mat.envs import registry
 
     if n_devices > 1 and not registry.supports_device_splits(env_name):
         raise ValueError(
-            f"env.name={env_name} cannot be split over {n_devices} devices (train.devices): its simulators live in "
-            "this process's worker pool, stepped by one ordered host callback that XLA runs on a single device, "
-            "and its state is a handle to that pool, not per-environment arrays; use train.devices=1"
+            f"env.name={env_name} cannot be split over {n_devices} devices (train.devices): "
+            f"{registry.no_device_split_reason(env_name)}; use train.devices=1"
         )
 
 

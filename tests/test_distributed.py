@@ -224,12 +224,15 @@ def test_bad_device_and_process_settings_fail_before_compiling(tmp_path, capfd, 
     assert not run_dir.exists()
 
 
-def test_host_bridges_refuse_more_than_one_device():
+def test_host_bridges_and_multi_map_smax_refuse_more_than_one_device():
     with pytest.raises(ValueError, match=r"env.name=smac cannot be split over 2 devices \(train.devices\)"):
         config_lib.load_config("smac_standin_3m", ["train.devices=2"])
     with pytest.raises(ValueError, match="env.name=smac cannot be split over 4 devices"):
         config_lib.check_splits_over_devices("smac", 4)  # what train.devices=all meets on 4 devices
+    with pytest.raises(ValueError, match="env.name=smax_multi cannot be split over 4 devices.*one group of"):
+        config_lib.check_splits_over_devices("smax_multi", 4)
     config_lib.check_splits_over_devices("smac", 1)
+    config_lib.check_splits_over_devices("smax_multi", 1)
     config_lib.check_splits_over_devices("smax", 4)
 
 

@@ -123,8 +123,15 @@ class EnvEntry:
     make: Callable[..., MultiAgentEnv] | None = None  # make_env(name, **options)
     check_run: Callable[[Any], None] | None = None  # Config -> None: the env's constraints on train.*
     vmappable: bool = True  # False: stepped by ordered host callbacks, which jax.vmap (a seed sweep) refuses
+    # Why its environment batch cannot be split over devices ("": it can: per-environment arrays in XLA).
+    no_device_split: str = ""
     has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
 
+
+_HOST_NO_SPLIT = (
+    "its simulators live in this process's worker pool, stepped by one ordered host callback that XLA runs "
+    "on a single device, and its state is a handle to that pool, not per-environment arrays"
+)
 
 _ENTRIES: dict[str, EnvEntry] = {
     "smax": EnvEntry(
@@ -141,6 +148,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         fields=("maps", "pad_allies", "pad_enemies"),
         make=_make_smax_multi,
         check_run=_check_smax_multi_run,
+        no_device_split="its state is one group of environments per map, not one [n_envs] batch to split",
     ),
     # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
     "smac": EnvEntry(
@@ -149,6 +157,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         variant_field="map",
         fields=("map", *HOST_FIELDS),
         vmappable=False,
+        no_device_split=_HOST_NO_SPLIT,
     ),
     "isaac": EnvEntry(
         check=_check_isaac,
@@ -156,6 +165,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         variant_field="task",
         fields=("task", *HOST_FIELDS),
         vmappable=False,
+        no_device_split=_HOST_NO_SPLIT,
         has_wins=False,
     ),
     "mujoco": EnvEntry(
@@ -214,9 +224,14 @@ def supports_seed_sweeps(name: str) -> bool:
 
 
 def supports_device_splits(name: str) -> bool:
-    """Whether environment ``name``'s batch can be split over devices: its state is per-environment arrays
-    stepped inside XLA (a host bridge's is a handle to this process's worker pool)."""
-    return _entry(name).vmappable
+    """Whether environment ``name``'s batch can be split over devices: its state is one ``[n_envs]`` batch of
+    arrays stepped inside XLA (a host bridge's is a handle to this process's worker pool)."""
+    return not _entry(name).no_device_split
+
+
+def no_device_split_reason(name: str) -> str:
+    """Why environment ``name``'s batch cannot be split over devices ("" when it can)."""
+    return _entry(name).no_device_split
 
 
 def env_variant(env_config: Any) -> str:
