@@ -51,3 +51,25 @@ def test_learns_halfcheetah(tmp_path, extra, min_return):
     results = json.loads((run_dir / "eval.json").read_text())
     print(f"halfcheetah_6x1 {extra}: {results}")
     assert results["env_steps"] <= 2_000_000 and results["mean_return"] >= min_return, results
+
+
+BASELINE_MUJOCO_CHECKS = [
+    # (algorithm, env steps): issue 6 asks for an evaluation return >= 500 above the start within 1M steps; the
+    # freshly initialised greedy policies score about -0.4 (their mean actions are close to zero), so
+    # 500 is the bar. 400k steps were enough in the recorded runs (docs/results.md).
+    ("mappo", 400_000),
+    ("happo", 400_000),
+    ("mat_dec", 400_000),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
+@pytest.mark.parametrize("algo, steps", BASELINE_MUJOCO_CHECKS, ids=[c[0] for c in BASELINE_MUJOCO_CHECKS])
+def test_baselines_learn_halfcheetah(tmp_path, algo, steps):
+    run_dir = tmp_path / "run"
+    assert train.main(["mujoco_halfcheetah_6x1_cpu", f"algo={algo}", f"train.total_steps={steps}", "seed=0",
+                       "--run-dir", str(run_dir), "--no-progress"]) == 0
+    results = json.loads((run_dir / "eval.json").read_text())
+    print(f"halfcheetah_6x1 {algo}: {results}")
+    assert results["env_steps"] <= 1_000_000 and results["mean_return"] >= 500.0, results
