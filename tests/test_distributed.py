@@ -116,6 +116,7 @@ def test_four_devices_train_like_one_and_the_checkpoint_resumes_on_one(one_devic
     assert "checkpoint update 2: 2 greedy episodes" in capfd.readouterr().out
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -126,6 +127,7 @@ def test_one_device_checkpoint_resumes_on_four_devices(one_device_run, tmp_path)
     _assert_close_trees(_params_at(run_dir, 3), _params_at(one_device_run, 3))
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 @pytest.mark.timeout(900)
 def test_seeds_spread_over_and_vmapped_on_devices_equal_single_seed_runs(one_device_run, tmp_path):
     """``--seeds 2`` on a (2, 2) mesh: the seeds on two groups of devices, each seed's environments split

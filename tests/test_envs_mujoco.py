@@ -314,6 +314,7 @@ def tiny_run(tmp_path_factory):
     return code, run_dir, out.getvalue()
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_cli_trains_and_evaluates_halfcheetah(tiny_run):
     code, run_dir, out = tiny_run
     assert code == 0
@@ -326,6 +327,7 @@ def test_cli_trains_and_evaluates_halfcheetah(tiny_run):
     assert "back_thigh" in (run_dir / "config.yaml").read_text()
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_physics_nan_stops_training_and_keeps_the_last_checkpoint(tiny_run, tmp_path, capfd, monkeypatch):
     """Resume the tiny run with one environment's velocities poisoned: MJX integrates the NaN into the state,
     the rollout counts non-finite steps and the CLI stops, naming the update and the last good checkpoint.

@@ -166,6 +166,7 @@ def tiny_multi_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_tiny_multi_map_training_run(tiny_multi_run, capfd):
     cfg = config_lib.config_from_file(tiny_multi_run / "config.yaml")
     assert cfg.env.maps == MAPS and cfg.run_name == "mat-smax_multi-3m+2s3z"

@@ -27,6 +27,7 @@ def test_moving_average_and_mean_and_spread_over_unequal_curves():
     np.testing.assert_allclose(std[[0, 2, 4]], [0.0, 1.0, 0.0])
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_compare_trains_each_algorithm_and_plot_results_redraws_it(tmp_path, capfd):
     out = tmp_path / "cmp"
     argv = [*TINY, "--algos", "mappo", "happo", "--seeds", "2", "--out", str(out), "--smooth", "1", "--no-progress"]

@@ -57,6 +57,7 @@ def _make_fixture(spec, config, batch=3, seed=0):
     return data, policy, params
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_parity_script_handles_other_shapes(tmp_path, capsys):
     """A 7-agent, 3-block, 4-head, 48-wide continuous model is rebuilt from the fixture alone.
 

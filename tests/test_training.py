@@ -103,6 +103,7 @@ def test_vmapped_seeds_equal_single_seed_runs():
         np.testing.assert_allclose(x[1], y, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_cli_seed_sweep_equals_single_seed_runs_and_logs_each_seed(tmp_path, capfd):
     sweep_dir, single_dir = tmp_path / "sweep", tmp_path / "single"
     assert train.main([*_tiny(2), "seed=5", "--seeds", "2", "--run-dir", str(sweep_dir), "--no-progress"]) == 0

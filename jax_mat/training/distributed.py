@@ -208,15 +208,15 @@ def mesh_from_config(train: Any) -> Mesh:
 def state_shardings(state: Any, mesh: Mesh, seeds: bool = False) -> Any:
     """``NamedSharding``s for a ``RunnerState`` (of arrays or shapes): ``env_state`` and ``timestep``
     split over ``envs`` on their leading ``[n_envs]`` axis, everything else replicated. With ``seeds``
-    every leaf has a leading seed axis, split over ``seeds``. A mesh of one ``envs`` device replicates all."""
+    every leaf has a leading seed axis, split over ``seeds``. A state without one ``[n_envs]`` axis (smax_multi's per-map groups) is replicated on a one-device ``envs`` axis."""
     lead = (SEED_AXIS,) if seeds else ()
     replicated = NamedSharding(mesh, PartitionSpec(*lead))
-    if mesh.shape[ENV_AXIS] == 1:  # nothing to split (and batched envs such as smax_multi keep their layout)
-        return jax.tree.map(lambda _: replicated, state)
     per_env = NamedSharding(mesh, PartitionSpec(*lead, ENV_AXIS))
     leading = {leaf.shape[len(lead)] if leaf.ndim > len(lead) else None
                for leaf in jax.tree.leaves((state.env_state, state.timestep))}
     if len(leading) != 1 or None in leading:
+        if mesh.shape[ENV_AXIS] == 1:  # nothing to split: batched envs such as smax_multi keep their layout
+            return jax.tree.map(lambda _: replicated, state)
         raise ValueError(f"env_state and timestep leaves must share a leading [n_envs] axis, found {leading}")
     shardings = jax.tree.map(lambda _: replicated, state)
     return shardings.replace(env_state=jax.tree.map(lambda _: per_env, state.env_state),
