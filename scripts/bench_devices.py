@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ def worker(devices: int, updates: int, items: list[str]) -> dict:
     import jax
 
     from jax_mat import config as config_lib
+    from jax_mat.benchmarking import time_steps
     from jax_mat.envs.registry import make_env_from_config
     from jax_mat.networks.registry import make_policy
     from jax_mat.training import distributed
@@ -45,13 +45,9 @@ def worker(devices: int, updates: int, items: list[str]) -> dict:
     start = time.perf_counter()
     state = training.init(jax.random.PRNGKey(0))
     compiled = training.update_program.lower(state).compile()
-    state, _ = jax.block_until_ready(compiled(state))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(updates):
-        tick = time.perf_counter()
-        state, _ = jax.block_until_ready(compiled(state))
-        times.append(time.perf_counter() - tick)
+    init_s = time.perf_counter() - start
+    _, first_s, per_update = time_steps(lambda s: compiled(s)[0], state, updates)
+    compile_s = init_s + first_s
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return {
@@ -60,8 +56,8 @@ def worker(devices: int, updates: int, items: list[str]) -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "config": f"{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant}, {cfg.train.n_envs} envs x "
                   f"{cfg.train.episode_length} steps, {cfg.algo.ppo_epochs} epochs x {cfg.algo.num_mini_batch} minibatches",
-        "env_steps_per_s": cfg.batch_size / statistics.median(times),
-        "update_s": times,
+        "env_steps_per_s": cfg.batch_size / per_update,
+        "update_s": per_update,  # the median update
         "compile_s": compile_s,
         "flops_per_device": float(cost.get("flops", float("nan"))),
     }

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import time
 
 import jax
 
 from jax_mat import config as config_lib
+from jax_mat.benchmarking import time_steps
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
 from jax_mat.training import sweep
@@ -33,15 +33,10 @@ def time_updates(trainer: Trainer, n_seeds: int, updates: int) -> tuple[float, f
     trainer = dataclasses.replace(trainer, config=cfg)
     start = time.perf_counter()
     state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
+    init_s = time.perf_counter() - start
     update = jax.jit(sweep.over_seeds(trainer.update, n_seeds), donate_argnums=0)
-    state, _ = jax.block_until_ready(update(state))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(updates):
-        tick = time.perf_counter()
-        state, _ = jax.block_until_ready(update(state))
-        times.append(time.perf_counter() - tick)
-    return compile_s, statistics.median(times)
+    _, first_s, per_update = time_steps(lambda s: update(s)[0], state, updates)
+    return init_s + first_s, per_update
 
 
 def main(argv=None) -> int:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import jax
 
 from jax_mat import config as config_lib
+from jax_mat.benchmarking import time_steps
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
 from jax_mat.training.runner import Trainer
@@ -35,15 +35,10 @@ def time_variant(name: str | None, overrides: list[str], variant: str, updates: 
     trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
     start = time.perf_counter()
     state = jax.jit(trainer.init)(jax.random.PRNGKey(cfg.seed))
+    init_s = time.perf_counter() - start
     update = jax.jit(trainer.update, donate_argnums=0)
-    state, _ = jax.block_until_ready(update(state))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(updates):
-        tick = time.perf_counter()
-        state, _ = jax.block_until_ready(update(state))
-        times.append(time.perf_counter() - tick)
-    per_update = statistics.median(times)
+    _, first_s, per_update = time_steps(lambda s: update(s)[0], state, updates)
+    compile_s = init_s + first_s
     steps = cfg.train.n_envs * cfg.train.episode_length
     return {"variant": variant, "compile_s": compile_s, "s_per_update": per_update,
             "min_per_million": per_update * 1e6 / steps / 60, "env_steps_per_s": steps / per_update}

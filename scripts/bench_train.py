@@ -15,13 +15,13 @@ prints both, their ratio and the compile times (each includes the first call).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import jax
 
 from jax_mat import config as config_lib
+from jax_mat.benchmarking import time_steps
 from jax_mat.envs.registry import make_env_from_config
 from jax_mat.networks.registry import make_policy
 from jax_mat.training import rollout as rollout_lib
@@ -41,29 +41,24 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    init_s = time.perf_counter() - start
     update = jax.jit(trainer.update)
-    state, _ = jax.block_until_ready(update(state))
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(args.updates):
-        t = time.perf_counter()
-        state, _ = jax.block_until_ready(update(state))
-        times.append(time.perf_counter() - t)
+    _, first_s, update_s = time_steps(lambda s: update(s)[0], state, args.updates)
+    compile_s = init_s + first_s
 
     env_state, timestep = jax.jit(rollout_lib.reset_envs, static_argnums=(0, 2))(env, jax.random.PRNGKey(1),
                                                                                cfg.train.n_envs)
     rollout = rollout_lib.make_random_rollout(env, cfg.train.episode_length)
-    start = time.perf_counter()
-    env_state, timestep = jax.block_until_ready(rollout(env_state, timestep, jax.random.PRNGKey(2)))
-    env_compile_s = time.perf_counter() - start
-    env_times = []
-    for i in range(args.updates):
-        t = time.perf_counter()
-        env_state, timestep = jax.block_until_ready(rollout(env_state, timestep, jax.random.PRNGKey(3 + i)))
-        env_times.append(time.perf_counter() - t)
+    # Each call a fresh key, split inside the jitted rollout's input: (env_state, timestep, key) -> the next.
+    def env_step(carry):
+        env_state, timestep, key = carry
+        key, sub = jax.random.split(key)
+        return (*rollout(env_state, timestep, sub), key)
 
-    train_sps = steps / statistics.median(times)
-    env_sps = steps / statistics.median(env_times)
+    _, env_compile_s, env_s = time_steps(env_step, (env_state, timestep, jax.random.PRNGKey(2)), args.updates)
+
+    train_sps = steps / update_s
+    env_sps = steps / env_s
     print(f"{cfg.algo.name} on {cfg.env.name}:{cfg.env.variant}, {cfg.train.n_envs} envs x {cfg.train.episode_length} steps, "
           f"{cfg.algo.ppo_epochs} epochs x {cfg.algo.num_mini_batch} minibatches, backend {jax.default_backend()}")
     print(f"{'what':32s} {'env-steps/s':>12s}")
