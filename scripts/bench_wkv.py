@@ -18,8 +18,9 @@ cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6
 
 Implementations:
 * ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward).
-* ``chunked``: ``jax_mat.ops.wkv.wkv4_chunked`` (v4 only; the recurrence within chunks of 16, all chunks at once,
-  then across chunks; autodiff for the backward).
+* ``chunked``: ``jax_mat.ops.wkv.wkv4_chunked`` (the recurrence within chunks of 16, all chunks at once, then
+  across chunks) and ``wkv6_chunked`` (a causal product within chunks of 16, the state carried across chunks);
+  autodiff for the backward.
 * ``pallas``: ``pallas_kernels.wkv4.wkv4_pallas`` / ``pallas_kernels.wkv6.wkv6_pallas``. Timed on a GPU only; on
   a CPU it runs once in Pallas interpret mode at a small shape as a correctness check against ``scan``
   (interpret mode is an emulator: timing it would say nothing about the kernel).
@@ -57,7 +58,7 @@ def scan_impls():
 def chunked_impls():
     from jax_mat.ops import wkv as ops
 
-    return {"v4": ops.wkv4_chunked}
+    return {"v4": ops.wkv4_chunked, "v6": ops.wkv6_chunked}
 
 
 def pallas_impls(interpret: bool):

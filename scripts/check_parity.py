@@ -3,6 +3,7 @@
 
     python scripts/check_parity.py ../shared/fixtures/mat_reference/*.npz [--n-head H]
     python scripts/check_parity.py ../shared/fixtures/marwkv_reference/marwkv_*.npz
+    python scripts/check_parity.py ../shared/fixtures/marwkv_reference      # a folder: its model fixtures
 
 Each fixture is rebuilt from its own shapes (model family and RWKV version
 from the parameter names, batch, agents, obs/action sizes, blocks, width,
@@ -15,6 +16,8 @@ input.
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
 
 from jax_mat.parity import GRAD_TOL, OUTPUT_TOL, compare_fixture
@@ -22,11 +25,23 @@ from jax_mat.parity import GRAD_TOL, OUTPUT_TOL, compare_fixture
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("fixtures", nargs="+", help="fixture .npz files")
+    parser.add_argument("fixtures", nargs="+", help="fixture .npz files, or folders of them")
     parser.add_argument("--n-head", type=int, default=None, help="MAT attention heads, if no cases.json says")
     args = parser.parse_args(argv)
-    failed = 0
+    paths = []
     for path in args.fixtures:
+        if not os.path.exists(path):
+            print(f"{path}: error: no such file or folder", file=sys.stderr)
+            return 2
+        # A folder: its model fixtures (mat_*.npz / marwkv_*.npz; the wkv*_op.npz operator fixtures are
+        # checked by tests/test_wkv_ops.py and tests/test_pallas_wkv.py).
+        found = sorted(glob.glob(os.path.join(path, "ma*_*.npz"))) if os.path.isdir(path) else [path]
+        if not found:
+            print(f"{path}: error: the folder holds no mat_*.npz or marwkv_*.npz fixture", file=sys.stderr)
+            return 2
+        paths.extend(found)
+    failed = 0
+    for path in paths:
         try:
             rows = compare_fixture(path, n_head=args.n_head)
         except ValueError as err:

@@ -1,5 +1,7 @@
 """The upstream <-> Flax parameter table and the parity script on any fixture shape."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +95,14 @@ def test_parity_script_exit_codes(tmp_path, mat_fixture_paths, capsys):
     np.savez(bad, **data)
     assert check_parity.main([str(bad), "--n-head", "1"]) == 2
     assert "out/logp" in capsys.readouterr().err
+
+
+def test_parity_script_takes_a_folder_and_names_bad_paths(tmp_path, mat_fixture_paths, capsys):
+    folder = os.path.dirname(str(mat_fixture_paths[0]))
+    assert check_parity.main([folder]) == 0
+    out = capsys.readouterr().out
+    assert all(os.path.basename(str(p)) in out for p in mat_fixture_paths) and "FAIL" not in out
+    assert check_parity.main([str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz: error: no such file or folder" in capsys.readouterr().err
+    assert check_parity.main([str(tmp_path)]) == 2
+    assert "holds no mat_*.npz or marwkv_*.npz fixture" in capsys.readouterr().err

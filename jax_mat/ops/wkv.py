@@ -28,11 +28,15 @@ the parallel form's reference. They agree exactly for v5/v6 and up to
 rounding for v4, whose step and segment forms (what ``act`` runs) get each
 max-normalised pair of exponentials from one ``exp``. ``impl`` picks the
 implementation of the parallel form: ``"scan"`` (this module, the reference),
-``"chunked"`` (v4 only: ``wkv4_chunked``, the same recurrence run within
-chunks of ``T`` for all chunks at once, then across chunks), ``"pallas"`` (the
-kernels of ``pallas_kernels.wkv4`` / ``pallas_kernels.wkv6``; on a CPU only
-with ``interpret=True``) or ``"auto"`` (Pallas on a GPU, scan elsewhere: on
-the CPU the chunked form measured no faster, see ``docs/benchmarks.md``).
+``"chunked"`` (``wkv4_chunked``: the same recurrence run within chunks of
+``T`` for all chunks at once, then across chunks; ``wkv5_chunked`` /
+``wkv6_chunked``: a causal ``L x L`` product within each chunk and the
+matrix state carried only across chunks), ``"pallas"`` (the kernels of
+``pallas_kernels.wkv4`` / ``pallas_kernels.wkv6``; on a CPU only with
+``interpret=True``) or ``"auto"``: Pallas on a GPU; elsewhere the form that
+measured faster on the CPU (``AUTO_OFF_GPU``): the scan for v4, the chunked
+form for v5/v6 (forward + backward at ``[3200, 3, 64]``, SMAX 3m's
+shape: 25x faster than the scan, ``docs/benchmarks.md``).
 
 Accumulation is in float32 for narrower inputs (bfloat16, float16) and in the
 input's own precision otherwise (float64 under x64); outputs keep the dtype of
@@ -50,7 +54,9 @@ import jax
 import jax.numpy as jnp
 
 IMPLS = ("scan", "chunked", "pallas", "auto")
-CHUNK = 16  # positions per chunk of wkv4_chunked
+CHUNK = 16  # positions per chunk of the chunked forms
+# What impl="auto" runs without a GPU: the faster exact form measured on the CPU (docs/benchmarks.md).
+AUTO_OFF_GPU = {"wkv4": "scan", "wkv5": "chunked", "wkv6": "chunked"}
 _NEG_INF = -1e38  # upstream's initial running max
 
 
@@ -85,16 +91,14 @@ def _acc_dtype(*dtypes) -> jnp.dtype:
     return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
 
 
-def _resolve_impl(op: str, impl: str, interpret: bool, kernel_module: str, chunked: bool = False) -> str:
-    """The implementation ``op`` runs; ``chunked``: whether it has a chunked form."""
+def _resolve_impl(op: str, impl: str, interpret: bool, kernel_module: str) -> str:
+    """The implementation ``op`` runs."""
     if impl not in IMPLS:
         raise ValueError(f"unknown WKV impl {impl!r}; allowed: {', '.join(map(repr, IMPLS))}")
-    if impl == "chunked" and not chunked:
-        raise ValueError(f"WKV impl='chunked' exists for wkv4 only; {op} allows 'scan', 'pallas' or 'auto'")
     on_gpu = jax.default_backend() == "gpu"
     if impl == "auto":
         if not on_gpu:
-            return "scan"
+            return AUTO_OFF_GPU[op]
         if importlib.util.find_spec(f"pallas_kernels.{kernel_module}") is None:
             warnings.warn(f"pallas_kernels.{kernel_module} is not available; WKV falls back to impl='scan' on the GPU")
             return "scan"
@@ -217,6 +221,18 @@ def _wkv4_params(time_decay, time_first, k):
     return acc, -jnp.exp(time_decay.astype(acc)), time_first.astype(acc)
 
 
+# Sequences this short are unrolled into straight-line code. XLA's CPU runtime runs a loop body on one
+# thread, one iteration after another; unrolled, the few steps fuse into whole-batch kernels. Measured on
+# the 2-core CPU (jax 0.10.2), forward + backward of wkv4 at [3200, T, 64]: 4.7x faster at T = 3 (the
+# SMAX 3m agent sequence), 3.5x at T = 4, 1.1x at T = 6, and no gain from T = 8 on (slower at T = 16).
+FULL_UNROLL_MAX_T = 6
+
+
+def _unroll(t: int) -> int:
+    """``lax.scan``'s ``unroll`` for a sequence of ``t`` steps."""
+    return max(t, 1) if t <= FULL_UNROLL_MAX_T else 1
+
+
 def _wkv4_scan_from(w, u, k, v, state: WKV4State, step_fn=_wkv4_step):
     """``k``, ``v`` ``[B, T, C]`` continuing from ``state``: ``y`` ``[B, T, C]`` and the state after ``T``."""
 
@@ -224,7 +240,7 @@ def _wkv4_scan_from(w, u, k, v, state: WKV4State, step_fn=_wkv4_step):
         y, state = step_fn(w, u, kv[0], kv[1], state)
         return state, y
 
-    state, y = jax.lax.scan(step, state, _time_major(k, v))
+    state, y = jax.lax.scan(step, state, _time_major(k, v), unroll=_unroll(k.shape[1]))
     return jnp.swapaxes(y, 0, 1), state
 
 
@@ -311,7 +327,7 @@ def wkv4_chunked(time_decay, time_first, k, v, chunk: int = CHUNK):
 def wkv4(time_decay, time_first, k, v, *, impl: str = "auto", interpret: bool = False):
     """RWKV-4 WKV over ``[B, T, C]`` keys and values (see the module docstring)."""
     _check_wkv4("wkv4", time_decay, time_first, k, v, seq_axis=True)
-    impl = _resolve_impl("wkv4", impl, interpret, "wkv4", chunked=True)
+    impl = _resolve_impl("wkv4", impl, interpret, "wkv4")
     if impl == "pallas":
         return _kernel("wkv4", "wkv4_pallas")(time_decay, time_first, k, v, interpret=interpret)
     if impl == "chunked":
@@ -393,6 +409,59 @@ def _matrix_scan(r, k, v, log_w, u, state=None):
     return jnp.swapaxes(y, 0, 1).reshape(b, t, c).astype(r.dtype), state
 
 
+def _matrix_chunked(r, k, v, log_w, u, chunk: int = CHUNK):
+    """``_matrix_scan`` from the zero state in ``T / L`` sequential steps instead of ``T`` (``L = min(chunk, T)``).
+
+    Within a chunk, with ``c_t = sum_{s<t} log decay_s`` (per key channel, so
+    ``c_t - c_{s+1} <= 0`` and every factor below is at most 1), the state
+    before ``t`` is the entering state decayed by ``e^{c_t}`` plus
+    ``sum_{s<t} e^{c_t - c_{s+1}} k_s v_s^T``. So each chunk's output is a
+    causal ``L x L`` product (all chunks at once), the bonus term, and the
+    entering state read through ``r_t e^{c_t}``; only the state entering each
+    chunk is carried sequentially. Padding after the last position has
+    ``r = k = v = 0`` and decay 1, so it changes nothing.
+    """
+    if chunk < 1:
+        raise ValueError(f"wkv6 chunked: chunk must be >= 1, got {chunk}")
+    acc = _acc_dtype(r.dtype, log_w.dtype, u.dtype)
+    n_head, head_size = u.shape
+    b, t, c = r.shape
+    size = min(chunk, t)
+    n = -(-t // size)
+    log_decay = -jnp.exp(log_w.astype(acc))
+    if log_decay.ndim == 1:
+        log_decay = jnp.broadcast_to(log_decay, r.shape)
+
+    def chunks(x):  # [B, T, C] -> [B, n, L, H, N]
+        x = jnp.pad(x.astype(acc), ((0, 0), (0, n * size - t), (0, 0)))
+        return x.reshape(b, n, size, n_head, head_size)
+
+    r, k, v, log_decay = (chunks(x) for x in (r, k, v, log_decay))
+    u = u.astype(acc)
+    inclusive = jnp.cumsum(log_decay, axis=2)  # c_{t+1}
+    exclusive = inclusive - log_decay  # c_t
+    causal = jnp.arange(size)[:, None] > jnp.arange(size)[None, :]  # [t, s]: s < t
+    gap = exclusive[:, :, :, None] - inclusive[:, :, None, :]  # [B, n, t, s, H, N]
+    weights = jnp.exp(jnp.where(causal[None, None, :, :, None, None], gap, -jnp.inf))
+    scores = jnp.sum(r[:, :, :, None] * k[:, :, None, :] * weights, axis=-1)  # [B, n, t, s, H]
+    hi = jax.lax.Precision.HIGHEST
+    y = jnp.einsum("bntsh,bnshj->bnthj", scores, v, precision=hi)
+    y = y + jnp.sum(r * u * k, axis=-1, keepdims=True) * v
+    if n > 1:
+        total = inclusive[:, :, -1]  # [B, n, H, N]: log decay over the whole chunk
+        own = jnp.einsum("bnshi,bnshj->bnhij", k * jnp.exp(total[:, :, None] - inclusive), v, precision=hi)
+
+        def across(state, x):
+            chunk_total, chunk_own = x
+            return jnp.exp(chunk_total)[..., None] * state + chunk_own, state
+
+        init = wkv6_init_state(b, n_head, head_size, acc)
+        _, entering = jax.lax.scan(across, init, (jnp.moveaxis(total, 1, 0), jnp.moveaxis(own, 1, 0)))
+        entering = jnp.moveaxis(entering, 0, 1)  # [B, n, H, N, N]: the state before each chunk
+        y = y + jnp.einsum("bnthi,bnhij->bnthj", r * jnp.exp(exclusive), entering, precision=hi)
+    return y.reshape(b, n * size, c)[:, :t]
+
+
 def _matrix_one_step(r_t, k_t, v_t, log_w, u, state):
     """``log_w``: ``[B, C]`` (v6) or ``[C]`` (v5) raw decay."""
     acc = _acc_dtype(r_t.dtype, log_w.dtype, u.dtype)
@@ -414,6 +483,11 @@ def wkv6_scan(r, k, v, w, u):
     return _matrix_scan(r, k, v, w, u)[0]
 
 
+def wkv6_chunked(r, k, v, w, u, chunk: int = CHUNK):
+    """``wkv6`` by chunks of ``chunk`` positions (``_matrix_chunked``); equal to ``wkv6_scan`` up to rounding."""
+    return _matrix_chunked(r, k, v, w, u, chunk).astype(r.dtype)
+
+
 def wkv6_segment(r, k, v, w, u, state):
     """``[B, S, C]`` positions continuing from ``state`` ``[B, H, N, N]``; returns ``y`` and the state after them."""
     _check_matrix("wkv6_segment", r, k, v, w, u, "w", seq_axis=True)
@@ -431,13 +505,21 @@ def wkv6_step(r_t, k_t, v_t, w_t, u, state):
 def wkv6(r, k, v, w, u, *, impl: str = "auto", interpret: bool = False):
     """RWKV-6 WKV with data-dependent decay ``w`` ``[B, T, C]`` and bonus ``u`` ``[H, N]``."""
     _check_matrix("wkv6", r, k, v, w, u, "w", seq_axis=True)
-    if _resolve_impl("wkv6", impl, interpret, "wkv6") == "pallas":
+    impl = _resolve_impl("wkv6", impl, interpret, "wkv6")
+    if impl == "pallas":
         return _kernel("wkv6", "wkv6_pallas")(r, k, v, w, u, interpret=interpret)
+    if impl == "chunked":
+        return wkv6_chunked(r, k, v, w, u)
     return wkv6_scan(r, k, v, w, u)
 
 
 def wkv5_scan(r, k, v, time_decay, u):
     return _matrix_scan(r, k, v, time_decay.reshape(-1), u)[0]
+
+
+def wkv5_chunked(r, k, v, time_decay, u, chunk: int = CHUNK):
+    """``wkv5`` by chunks (``_matrix_chunked`` with the static decay)."""
+    return _matrix_chunked(r, k, v, time_decay.reshape(-1), u, chunk).astype(r.dtype)
 
 
 def wkv5_segment(r, k, v, time_decay, u, state):
@@ -460,6 +542,9 @@ def wkv5(r, k, v, time_decay, u, *, impl: str = "auto", interpret: bool = False)
     The Pallas path is ``pallas_kernels.wkv6.wkv5_pallas``: the RWKV-6 kernel with the decay broadcast over time.
     """
     _check_matrix("wkv5", r, k, v, time_decay, u, "time_decay", seq_axis=True)
-    if _resolve_impl("wkv5", impl, interpret, "wkv6") == "pallas":
+    impl = _resolve_impl("wkv5", impl, interpret, "wkv6")
+    if impl == "pallas":
         return _kernel("wkv6", "wkv5_pallas")(r, k, v, time_decay, u, interpret=interpret)
+    if impl == "chunked":
+        return wkv5_chunked(r, k, v, time_decay, u)
     return wkv5_scan(r, k, v, time_decay, u)
