@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     if args.worker is not None:
         print(json.dumps(worker(args.worker, args.updates, args.items)), flush=True)
         return 0

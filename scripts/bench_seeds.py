@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("items", nargs="*")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--updates", type=int, default=3)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
     cfg = config_lib.load_config(name, overrides)
     env = make_env_from_config(cfg.env)

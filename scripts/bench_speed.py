@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", default=["mat", "marwkv:scan", "marwkv:pallas"])
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--plot")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
     rows, skipped = [], []
     for variant in args.variants:

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("items", nargs="*")
     parser.add_argument("--updates", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
     cfg = config_lib.load_config(name, overrides or ["env.map=3s5z"])
     env = make_env_from_config(cfg.env)

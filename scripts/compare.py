@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="episode/win_rate")
     parser.add_argument("--smooth", type=int, default=10)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
     progress = ["--no-progress"] if args.no_progress else []
     try:

@@ -151,6 +151,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # default-suite time on the 2-core CI machine (three child compiles); scripts/check_slow_tests.sh
 @pytest.mark.timeout(900)
 def test_two_processes_train_together_and_only_process_0_writes(one_device_run, tmp_path):
     """Two ``jax.distributed`` processes on localhost with 2 CPU devices each: one 4-device mesh.
