@@ -17,7 +17,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from jax_mat import train
+from jax_mat import evaluate, train
 from jax_mat.config import EnvConfig, load_config
 from jax_mat.envs import mujoco_tasks
 from jax_mat.envs.mujoco import MujocoMultiEnv
@@ -325,6 +325,10 @@ def test_cli_trains_and_evaluates_halfcheetah(tiny_run):
     assert [x["env_steps"] for x in lines] == [20, 40, 60]
     assert all(x["rollout/nonfinite_steps"] == 0 and np.isfinite(x["loss/total"]) for x in lines)
     assert "back_thigh" in (run_dir / "config.yaml").read_text()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert evaluate.main([str(run_dir), "--episodes", "1"]) == 0
+    assert "1 greedy episodes, mean return" in printed.getvalue() and "win rate" not in printed.getvalue()
 
 
 @pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
