@@ -1,4 +1,4 @@
-"""Timing jitted steps for the ``scripts/bench_*.py`` benchmarks."""
+"""What the ``scripts/bench_*.py`` benchmarks share: the trainer a config names, and timing jitted steps."""
 
 from __future__ import annotations
 
@@ -7,6 +7,21 @@ import time
 from typing import Any, Callable
 
 import jax
+
+
+def make_trainer(name: str | None, overrides: list[str]):
+    """``(config, Trainer)`` as ``python -m jax_mat.train NAME OVERRIDES`` builds them.
+
+    Raises ``ValueError`` naming the problem for a bad config, before anything is compiled.
+    """
+    from jax_mat import config as config_lib
+    from jax_mat.envs.registry import make_env_from_config
+    from jax_mat.networks.registry import make_policy
+    from jax_mat.training.runner import Trainer
+
+    cfg = config_lib.load_config(name, overrides)
+    env = make_env_from_config(cfg.env)
+    return cfg, Trainer(cfg, env, make_policy(env.spec, cfg.algo))
 
 
 def time_steps(step: Callable[[Any], Any], state: Any, repeats: int) -> tuple[Any, float, float]:

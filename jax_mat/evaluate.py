@@ -143,20 +143,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from jax_mat.envs.registry import has_wins
 
+    wins = has_wins(_run_config(args.run_dir).env)
     seeds = f" (mean over {results['seeds']} seeds)" if results["seeds"] > 1 else ""
-    # Episodes that cannot be won (MuJoCo) report no win rate (the JSON keeps its 0.0).
-    win = (lambda r: f"win rate {r['win_rate']:.3f}, ") if has_wins(_run_config(args.run_dir).env) else (lambda r: "")
     for name, r in results.get("per_map", {}).items():
-        print(f"  {name}: {int(r['episodes'])} greedy episodes, {win(r)}"
-              f"mean return {r['mean_return']:.3f}, mean length {r['mean_length']:.1f}")
+        print(f"  {name}: {int(r['episodes'])} greedy episodes, {_scores(r, wins)}")
     over = " (mean over maps)" if "per_map" in results else ""
     print(f"checkpoint update {results['checkpoint_update']}: {int(results['episodes'])} greedy episodes{seeds}, "
-          f"{win(results)}mean return {results['mean_return']:.3f}, "
-          f"mean length {results['mean_length']:.1f}{over}")
+          f"{_scores(results, wins)}{over}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
     return 0
+
+
+def _scores(r: dict, wins: bool) -> str:
+    """``win rate ..., mean return ..., mean length ...``; no win rate where episodes cannot be won (MuJoCo:
+    the JSON keeps its 0.0)."""
+    win_rate = f"win rate {r['win_rate']:.3f}, " if wins else ""
+    return f"{win_rate}mean return {r['mean_return']:.3f}, mean length {r['mean_length']:.1f}"
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ Examples::
     python -m jax_mat.train --resume runs/mat-smax-3m-20261124-101500
     python -m jax_mat.train train.devices=all                 # environments split over every device
     python -m jax_mat.train --seeds 8 train.devices=4 train.seed_shards=4   # 2 seeds on each of 4 devices
+    python -m jax_mat.train --init-from runs/pretrain env=smax_multi env.maps=[5m_vs_6m] env.pad_allies=8 \
+        env.pad_enemies=8                                      # fine-tune another run's parameters
 
 Several processes (hosts) run the same command, joined by ``jax.distributed``
 (``docs/distributed.md``); only process 0 writes the logs, the config and the
 evaluation, and every process takes part in each checkpoint.
-    python -m jax_mat.train --init-from runs/pretrain env=smax_multi env.maps=[5m_vs_6m] env.pad_allies=8 \
-        env.pad_enemies=8                                      # fine-tune another run's parameters
 
 Every configuration error is reported before anything is compiled or
 written. A run directory holds ``config.yaml`` (the resolved config),

@@ -20,9 +20,7 @@ import time
 import jax
 
 from jax_mat import config as config_lib
-from jax_mat.benchmarking import time_steps
-from jax_mat.envs.registry import make_env_from_config
-from jax_mat.networks.registry import make_policy
+from jax_mat.benchmarking import make_trainer, time_steps
 from jax_mat.training import sweep
 from jax_mat.training.runner import Trainer
 
@@ -46,9 +44,11 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=3)
     args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
-    cfg = config_lib.load_config(name, overrides)
-    env = make_env_from_config(cfg.env)
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    try:
+        cfg, trainer = make_trainer(name, overrides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     steps = cfg.train.n_envs * cfg.train.episode_length
     rows = [(s, *time_updates(trainer, s, args.updates)) for s in args.seeds]
     one = dict((s, t) for s, _, t in rows).get(1)

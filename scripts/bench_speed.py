@@ -22,17 +22,12 @@ import time
 import jax
 
 from jax_mat import config as config_lib
-from jax_mat.benchmarking import time_steps
-from jax_mat.envs.registry import make_env_from_config
-from jax_mat.networks.registry import make_policy
-from jax_mat.training.runner import Trainer
+from jax_mat.benchmarking import make_trainer, time_steps
 
 
 def time_variant(name: str | None, overrides: list[str], variant: str, updates: int) -> dict:
     algo, _, impl = variant.partition(":")
-    cfg = config_lib.load_config(name, [*overrides, f"algo={algo}", *([f"algo.wkv_impl={impl}"] if impl else [])])
-    env = make_env_from_config(cfg.env)
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    cfg, trainer = make_trainer(name, [*overrides, f"algo={algo}", *([f"algo.wkv_impl={impl}"] if impl else [])])
     start = time.perf_counter()
     state = jax.jit(trainer.init)(jax.random.PRNGKey(cfg.seed))
     init_s = time.perf_counter() - start

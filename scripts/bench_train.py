@@ -21,11 +21,8 @@ import time
 import jax
 
 from jax_mat import config as config_lib
-from jax_mat.benchmarking import time_steps
-from jax_mat.envs.registry import make_env_from_config
-from jax_mat.networks.registry import make_policy
+from jax_mat.benchmarking import make_trainer, time_steps
 from jax_mat.training import rollout as rollout_lib
-from jax_mat.training.runner import Trainer
 
 
 def main(argv=None) -> int:
@@ -34,9 +31,12 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=5)
     args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the options
     name, overrides = config_lib.split_cli_args(args.items)
-    cfg = config_lib.load_config(name, overrides or ["env.map=3s5z"])
-    env = make_env_from_config(cfg.env)
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    try:
+        cfg, trainer = make_trainer(name, overrides or ["env.map=3s5z"])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    env = trainer.env
     steps = cfg.train.n_envs * cfg.train.episode_length
 
     start = time.perf_counter()

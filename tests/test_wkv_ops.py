@@ -342,8 +342,10 @@ def test_errors_name_what_is_allowed(monkeypatch):
     r, k6, v6, w, u = _v6_inputs(10, 1, 3, 2, 2)
     with pytest.raises(ValueError, match="unknown WKV impl 'triton'; allowed: 'scan', 'chunked', 'pallas', 'auto'"):
         wkv.wkv4(td, tf, k, v, impl="triton")
-    with pytest.raises(ValueError, match="wkv6 chunked: chunk must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="wkv6_chunked: chunk must be >= 1, got 0"):
         wkv.wkv6_chunked(r, k6, v6, w, u, chunk=0)
+    with pytest.raises(ValueError, match="wkv5_chunked: chunk must be >= 1, got 0"):
+        wkv.wkv5_chunked(r, k6, v6, w[0, 0].reshape(u.shape), u, chunk=0)
     with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
         wkv.wkv4_chunked(td, tf, k, v, chunk=0)
     with pytest.raises(ValueError, match=r"wkv4_segment: state must be a WKV4State of three \[B, C\] = \(1, 4\)"):

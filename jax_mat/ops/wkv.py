@@ -230,7 +230,7 @@ FULL_UNROLL_MAX_T = 6
 
 def _unroll(t: int) -> int:
     """``lax.scan``'s ``unroll`` for a sequence of ``t`` steps."""
-    return max(t, 1) if t <= FULL_UNROLL_MAX_T else 1
+    return t if 1 <= t <= FULL_UNROLL_MAX_T else 1
 
 
 def _wkv4_scan_from(w, u, k, v, state: WKV4State, step_fn=_wkv4_step):
@@ -409,7 +409,7 @@ def _matrix_scan(r, k, v, log_w, u, state=None):
     return jnp.swapaxes(y, 0, 1).reshape(b, t, c).astype(r.dtype), state
 
 
-def _matrix_chunked(r, k, v, log_w, u, chunk: int = CHUNK):
+def _matrix_chunked(op: str, r, k, v, log_w, u, chunk: int = CHUNK):
     """``_matrix_scan`` from the zero state in ``T / L`` sequential steps instead of ``T`` (``L = min(chunk, T)``).
 
     Within a chunk, with ``c_t = sum_{s<t} log decay_s`` (per key channel, so
@@ -422,7 +422,7 @@ def _matrix_chunked(r, k, v, log_w, u, chunk: int = CHUNK):
     ``r = k = v = 0`` and decay 1, so it changes nothing.
     """
     if chunk < 1:
-        raise ValueError(f"wkv6 chunked: chunk must be >= 1, got {chunk}")
+        raise ValueError(f"{op}: chunk must be >= 1, got {chunk}")
     acc = _acc_dtype(r.dtype, log_w.dtype, u.dtype)
     n_head, head_size = u.shape
     b, t, c = r.shape
@@ -485,7 +485,7 @@ def wkv6_scan(r, k, v, w, u):
 
 def wkv6_chunked(r, k, v, w, u, chunk: int = CHUNK):
     """``wkv6`` by chunks of ``chunk`` positions (``_matrix_chunked``); equal to ``wkv6_scan`` up to rounding."""
-    return _matrix_chunked(r, k, v, w, u, chunk).astype(r.dtype)
+    return _matrix_chunked("wkv6_chunked", r, k, v, w, u, chunk).astype(r.dtype)
 
 
 def wkv6_segment(r, k, v, w, u, state):
@@ -519,7 +519,7 @@ def wkv5_scan(r, k, v, time_decay, u):
 
 def wkv5_chunked(r, k, v, time_decay, u, chunk: int = CHUNK):
     """``wkv5`` by chunks (``_matrix_chunked`` with the static decay)."""
-    return _matrix_chunked(r, k, v, time_decay.reshape(-1), u, chunk).astype(r.dtype)
+    return _matrix_chunked("wkv5_chunked", r, k, v, time_decay.reshape(-1), u, chunk).astype(r.dtype)
 
 
 def wkv5_segment(r, k, v, time_decay, u, state):
