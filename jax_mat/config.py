@@ -16,10 +16,11 @@ A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
    a key given explicitly always beats a per-map or selected file.
 
 Between 1 and 2 sits the algorithm's settings for the environment's domain,
-``configs/algo/<env.name>/<algo.name>.yaml`` if it exists (the report's
-per-domain settings, such as MARWKV's learning rate on SMAC, Table 2), with
-``env.name`` and ``algo.name`` as the later layers set them: any file the run
-names, and any explicit key, beats it.
+``configs/algo/<domain>/<algo.name>.yaml`` if it exists (the report's
+per-domain settings, such as MARWKV's learning rate on SMAC, Table 2; the
+domain is ``envs.registry.domain(env.name)``: ``smac`` for smax, smax_multi
+and smac), with ``env.name`` and ``algo.name`` as the later layers set them:
+any file the run names, and any explicit key, beats it.
 
 A YAML file may ``include:`` other files (a path or a list of paths, relative to
 ``configs/`` or else to the including file); the including file's own keys win
@@ -72,6 +73,11 @@ class EnvConfig:
     agent_obsk: int = 0  # mujoco: graph distance of the joints each agent observes (MaMuJoCo's k)
     pad_allies: int = 0  # smax_multi: agents every map is padded to (0: the most allies over env.maps)
     pad_enemies: int = 0  # smax_multi: enemy slots every map is padded to (0: the most enemies over env.maps)
+    # smax, smax_multi: episode limit: "smac" (the game time SMAC gives the map), "jaxmarl" (100) or a step count
+    time_limit: str = "smac"
+    # smax, smax_multi, smac: what upstream MAT's StarCraft environment appends to each observation
+    obs_agent_id: bool = True  # the agent's one-hot id
+    obs_last_action: bool = True  # the last actions of the agent and of the allies it sees (one-hot)
     # smac, isaac (host bridges, jax_mat/envs/host_options.py):
     host_env: str = ""  # the simulator's constructor "module:attribute"; "" = the real SMAC / Bi-DexHands
     host_workers: int = 0  # worker processes per pool; 0 = one per environment (smac), one in all (isaac)
@@ -110,17 +116,19 @@ class AlgoConfig:
     use_huber_loss: bool = True
     use_valuenorm: bool = True
     use_clipped_value_loss: bool = True
-    use_value_active_masks: bool = True
+    use_value_active_masks: bool = False  # as upstream's SMAC, MuJoCo and hands scripts (a store_false flag they pass)
     use_policy_active_masks: bool = True
     use_proper_time_limits: bool = False  # bootstrap through time limits (MuJoCo); SMAC/SMAX: they are terminal
     n_block: int = 1
     n_embd: int = 64  # the hidden width (MAPPO/HAPPO: of each MLP layer)
     n_head: int = 1
     dec_actor: bool = False  # True for mat_dec
-    share_actor: bool = False  # mat_dec: one actor MLP for all agents
+    share_actor: bool = False  # mat_dec: one actor MLP for all agents (upstream forces it on for mat_dec)
     rwkv_version: int = 4  # marwkv, mat_rwkv: RWKV-4, -5 or -6 blocks
     wkv_impl: str = "auto"  # marwkv, mat_rwkv: the WKV operator (jax_mat.ops.wkv.IMPLS; auto: Pallas on a GPU)
     mlp_layers: int = 2  # mappo, happo: hidden layers of the actor and critic MLPs
+    zero_std: bool = False  # mat, mat_dec, marwkv, mat_rwkv, continuous actions: log_std starts at 0 (upstream's
+    #                         zero_std(), which its Bi-DexHands runner calls), not 1
 
     def __post_init__(self):
         if self.name not in KNOWN_ALGOS:
@@ -179,6 +187,7 @@ class AlgoConfig:
                 n_head=self.n_head,
                 hybrid=self.name == "mat_rwkv",
                 wkv_impl=self.wkv_impl,
+                zero_std=self.zero_std,
             )
         from jax_mat.networks.mat import MATConfig
 
@@ -194,7 +203,9 @@ class TrainConfig:
     total_steps: int = 1_000_000  # env steps (one step = all agents of one env)
     log_every: int = 1  # updates between logged points
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
-    eval_episodes: int = 32
+    eval_episodes: int = 32  # per evaluation: periodic, final (eval.json); the absolute metric plays 10x
+    eval_every: int = 10  # updates between periodic evaluations (0: none; jax_mat.training.evaluation)
+    eval_greedy: bool = True  # periodic and absolute evaluations: greedy actions (MAT's); false: sampled (Mava's)
     seeds: int = 1  # independent runs with seeds seed, seed + 1, ... trained as one vmapped program
     # Scale-out (jax_mat.training.distributed, docs/distributed.md): the environments are sharded over
     # ``devices`` ("all" or a count; every process's devices in a multi-process run), parameters replicated.
@@ -215,6 +226,8 @@ class TrainConfig:
             "train", self, "n_envs", "episode_length", "total_steps", "log_every", "checkpoint_every",
             "eval_episodes", "seeds", "seed_shards",
         )  # fmt: skip
+        if self.eval_every < 0:
+            raise ValueError(f"train.eval_every must be >= 0 (0: no periodic evaluation), got {self.eval_every}")
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) >= 1):
             raise ValueError(f"train.devices must be 'all' or a device count >= 1, got {self.devices!r}")
         if self.seeds % self.seed_shards:
@@ -325,12 +338,17 @@ class Config:
         registry.check_run_config(self)
 
     @property
-    def run_name(self) -> str:
-        """``name``, or ``"<algo>-<env>-<map or task>"`` when ``name`` is empty (``marwkv_v6``: RWKV versions other than 4)."""
+    def run_algo_name(self) -> str:
+        """The algorithm as runs and tables name it: ``algo.name``, with ``_v5``/``_v6`` for RWKV versions other than 4."""
         algo = self.algo.name
         if algo in RWKV_ALGOS and self.algo.rwkv_version != 4:
             algo = f"{algo}_v{self.algo.rwkv_version}"
-        return self.name or f"{algo}-{self.env.name}-{self.env.variant}"
+        return algo
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or ``"<algo>-<env>-<map or task>"`` when ``name`` is empty (``marwkv_v6``: RWKV versions other than 4)."""
+        return self.name or f"{self.run_algo_name}-{self.env.name}-{self.env.variant}"
 
     @property
     def batch_size(self) -> int:
@@ -556,13 +574,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
-def _load_file(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A YAML file as a flat typed layer, its includes merged underneath its own keys."""
+def _load_file(path: Path, _stack: tuple[Path, ...] = (), saved: bool = False) -> dict[str, Any]:
+    """A YAML file as a flat typed layer, its includes merged underneath its own keys.
+
+    ``saved``: a run's ``config.yaml``, whose ``versions`` record (``save_config``) is not a setting.
+    """
     path = Path(path).resolve()
     if path in _stack:
         cycle = " -> ".join(str(p) for p in (*_stack, path))
         raise ValueError(f"config files include each other in a cycle: {cycle}")
     tree = _read_yaml(path)
+    if saved:
+        tree.pop(VERSIONS_KEY, None)
     includes = tree.pop("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -727,9 +750,11 @@ def _layers(config_path: str | None, overrides: Sequence[str]) -> dict[str, Any]
     layers.append(explicit)
     # The algorithm's per-domain settings sit just above the defaults: every file the run names, and
     # every explicit key, still beats them.
-    env_name = _current("env.name", EnvConfig.name, *layers)
+    from jax_mat.envs import registry
+
+    domain = registry.domain(_current("env.name", EnvConfig.name, *layers))
     algo_name = _current("algo.name", AlgoConfig.name, *layers)
-    domain_algo = CONFIGS_DIR / "algo" / env_name / f"{algo_name}.yaml"
+    domain_algo = CONFIGS_DIR / "algo" / domain / f"{algo_name}.yaml"
     flat = _load_file(CONFIGS_DIR / "default.yaml")
     if domain_algo.is_file():
         flat.update(_load_file(domain_algo))
@@ -752,13 +777,18 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
                                                                  for k, v in items})
 
 
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Writes ``cfg`` as YAML, atomically (a temporary file in the same folder, then ``os.replace``)."""
+VERSIONS_KEY = "versions"  # in a saved config.yaml: the package versions the run started with (not a setting)
+
+
+def save_config(cfg: Config, path: str | os.PathLike, versions: Mapping[str, str] | None = None) -> None:
+    """Writes ``cfg`` as YAML, atomically (a temporary file in the same folder, then ``os.replace``), with
+    ``versions`` (``jax_mat.versions.package_versions()``) recorded under ``versions:`` when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# resolved config of run {cfg.run_name!r}, written by jax_mat\n" + yaml.safe_dump(
-        config_to_dict(cfg), sort_keys=False
-    )
+    record = config_to_dict(cfg)
+    if versions:
+        record[VERSIONS_KEY] = dict(versions)
+    text = f"# resolved config of run {cfg.run_name!r}, written by jax_mat\n" + yaml.safe_dump(record, sort_keys=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -789,6 +819,17 @@ def _saved_layers(path: str | os.PathLike, overrides: Sequence[str]) -> dict[str
     if selectors:
         section, name = selectors[0]
         raise ValueError(f"cannot apply {section}={name} to the saved config {path}; only key=value overrides apply")
-    flat = _load_file(Path(path))
+    flat = _load_file(Path(path), saved=True)
+    from jax_mat.envs import registry
+
+    reads = registry.env_fields(flat.get("env.name", EnvConfig.name))
+    for key, value in LEGACY_VALUES.items():
+        if key not in flat and key.partition(".")[2] in reads:
+            flat[key] = value  # a run saved before the option existed ran as it still does with this value
     flat.update(explicit)
     return flat
+
+
+# Options added after runs were saved without them: the value that keeps such a run what it was
+# (``config_from_file`` fills them in for the environments that read them).
+LEGACY_VALUES = {"env.time_limit": "jaxmarl", "env.obs_agent_id": False, "env.obs_last_action": False}

@@ -39,6 +39,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jax_mat.envs.wrappers import AgentFeatures, AgentFeaturesState
+
 FRAME_MS = 120  # display time of one SMAX step in the GIF
 MUJOCO_FRAME_SIZE = (240, 320)  # height, width in pixels
 _ALLY, _ENEMY = np.array([0.12, 0.35, 0.85]), np.array([0.85, 0.18, 0.15])
@@ -91,13 +93,15 @@ def renderer(cfg: Any, env: Any, map_name: str | None = None, max_steps: int | N
 def _smax_renderer(env: Any, map_name: str | None, max_steps: int | None) -> Callable:
     """Single-map SMAX: the auto-resetting env's raw ``SmaxEnv``."""
     raw = env.unwrapped
-    return lambda policy, params, key, path: _render_smax(raw, raw, policy, params, key, path, max_steps)
+    smax = raw.unwrapped if isinstance(raw, AgentFeatures) else raw
+    return lambda policy, params, key, path: _render_smax(raw, smax, policy, params, key, path, max_steps)
 
 
 def _smax_multi_renderer(env: Any, map_name: str | None, max_steps: int | None) -> Callable:
     """Multi-map SMAX: one map (default the first) padded to the run's sizes."""
-    padded = env.only(map_name if map_name is not None else env.maps[0]).map_envs[0]
-    return lambda policy, params, key, path: _render_smax(padded, padded.smax, policy, params, key, path, max_steps)
+    one_map = env.only(map_name if map_name is not None else env.maps[0])
+    raw, padded = one_map.raw_envs[0], one_map.map_envs[0]
+    return lambda policy, params, key, path: _render_smax(raw, padded.smax, policy, params, key, path, max_steps)
 
 
 def _mujoco_renderer(env: Any, map_name: str | None, max_steps: int | None) -> Callable:
@@ -156,6 +160,8 @@ def record_smax_episode(raw_env: Any, smax: Any, policy: Any, params: Any, key: 
 
 
 def _smax_frame(smax: Any, env_state: Any, step: int, episode_return: float, outcome: str) -> SmaxFrame:
+    if isinstance(env_state, AgentFeaturesState):
+        env_state = env_state.env_state
     inner = jax.device_get(env_state.state)
     jaxmarl = smax.jaxmarl_env
     types = np.asarray(inner.unit_types, np.int32)

@@ -36,6 +36,7 @@ from jax_mat.host.pool import HostEnvFailure
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+MARL_EVAL_FILE = "marl_eval.json"
 
 
 class TrainingError(RuntimeError):
@@ -166,8 +167,10 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     from jax_mat.networks.registry import make_policy
     from jax_mat.training import finetune
     from jax_mat.training.checkpoint import Checkpointer
+    from jax_mat.training.evaluation import ABSOLUTE_FACTOR, Evaluations, marl_eval_record, read_evaluations
     from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
     from jax_mat.training.runner import Trainer
+    from jax_mat.versions import package_versions
 
     primary = distributed.is_primary()
     env = make_env_from_config(cfg.env)
@@ -188,7 +191,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             os.makedirs(run_dir, exist_ok=True)
             # A process id belongs to one process of one launch; a resumed run gets its own again.
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
-            config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE))
+            config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE), package_versions())
         with reporting_host_errors(env):
             state = training.init(sweep.run_keys(cfg.seed, n_seeds))
         if init_weights is not None:
@@ -206,7 +209,9 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     else:
         logger = NullLogger()
     per_seed = lambda tree: sweep.split_seeds(tree, n_seeds)
+    evaluations = None
     try:
+        evaluations = Evaluations(training, run_dir, has_wins(cfg.env), primary, done_updates)
         tick = time.perf_counter()
         while done_updates < total_updates:
             with reporting_host_errors(env):
@@ -229,19 +234,32 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             if done_updates % cfg.train.log_every == 0 or done_updates == total_updates:
                 logger.log(env_steps, metrics, sps)
             logger.advance(steps_per_update)
+            if evaluations.due(done_updates):
+                with reporting_host_errors(env):
+                    evaluations.periodic(state.params, done_updates, logger)
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
         with reporting_host_errors(env):
             results = sweep.split_seeds(training.evaluate(state.params, sweep.run_keys(cfg.seed + 10_000, n_seeds)),
                                         n_seeds)
+            absolute, absolute_episodes = evaluations.absolute(state.params)
         logger.log_eval(total_updates * steps_per_update, results)
         summary = sweep.summarize(results, {"env_steps": total_updates * steps_per_update, "updates": total_updates,
                                             "seeds": n_seeds, "deterministic": True, "devices": mesh.size,
                                             "mesh": dict(mesh.shape), "processes": jax.process_count()})
+        summary["absolute"] = sweep.summarize(absolute, {
+            "episodes_per_seed": ABSOLUTE_FACTOR * cfg.train.eval_episodes, "deterministic": cfg.train.eval_greedy,
+            "of": "each seed's best periodic evaluation (its final parameters if none)"})
+        summary["versions"] = package_versions()
         if primary:
             write_json_atomic(os.path.join(run_dir, "eval.json"), summary)
+            record = marl_eval_record(cfg.env.name, cfg.env.variant, cfg.run_algo_name,
+                                      read_evaluations(run_dir), absolute_episodes, has_wins(cfg.env))
+            write_json_atomic(os.path.join(run_dir, MARL_EVAL_FILE), record)
         return summary
     finally:
+        if evaluations is not None:
+            evaluations.close()
         logger.close()
         checkpointer.close()
         _close(env)

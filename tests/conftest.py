@@ -5,12 +5,21 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MAT_FIXTURES = SHARED / "fixtures" / "mat_reference"
+MULTI_DIM_FIXTURES = SHARED / "fixtures" / "multi_dim_continuous"
 
 
 @pytest.fixture(scope="session")
 def mat_fixture_paths():
     paths = sorted(MAT_FIXTURES.glob("*.npz"))
     assert paths, f"MAT fixtures not found under {MAT_FIXTURES} (CI keeps ../shared beside the clone)"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def multi_dim_fixture_paths():
+    """MAT and MARWKV v4/v6 with 4 continuous action dimensions per agent (``multi_dim_continuous``)."""
+    paths = sorted(MULTI_DIM_FIXTURES.glob("*.npz"))
+    assert len(paths) == 3, f"multi-dimension fixtures not found under {MULTI_DIM_FIXTURES} (CI keeps ../shared beside the clone)"
     return paths
 
 

@@ -218,3 +218,40 @@ def test_bad_baseline_configurations_are_clear_errors():
         load_config(overrides=["algo=mappo", "algo.share_actor=true"])
     with pytest.raises(ValueError, match="algo.mlp_layers must be >= 1"):
         load_config(overrides=["algo=happo", "algo.mlp_layers=0"])
+
+
+def test_happo_skips_an_agent_that_is_never_active_as_harl_does():
+    """A padded smax_multi slot is dead in every row: its masked means would be 0 / 0 and its NaN actor would
+    poison every later agent's factor. It is skipped: its actor and optimiser state stay, the others train."""
+    from jax_mat.envs.registry import make_env_from_config
+    from jax_mat.training.runner import Trainer
+
+    cfg = load_config(overrides=["algo=happo", "env=smax_multi", "env.maps=[3m]", "env.pad_allies=4",
+                                 "train.n_envs=4", "train.episode_length=8", "train.total_steps=32",
+                                 "train.eval_episodes=4", "algo.n_embd=16", "algo.ppo_epochs=2"])
+    env = make_env_from_config(cfg.env)
+    assert env.spec.n_agents == 4
+    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    new_state, metrics = jax.jit(trainer.update)(state)
+    assert float(jax.device_get(new_state.timestep.active)[:, 3].max()) == 0.0  # slot 3 is never alive
+    policy = trainer.policy
+    for new, old in zip(jax.tree.leaves(policy.actors_of(new_state.params)), jax.tree.leaves(policy.actors_of(state.params))):
+        assert np.all(np.isfinite(np.asarray(new)))
+        np.testing.assert_array_equal(np.asarray(new[3]), np.asarray(old[3]))
+    moved = [float(jnp.abs(a[:3] - b[:3]).max()) for a, b in
+             zip(jax.tree.leaves(policy.actors_of(new_state.params)), jax.tree.leaves(policy.actors_of(state.params)))]
+    assert max(moved) > 0
+    for key in ("loss/policy", "loss/entropy", "loss/total", "happo/factor_mean"):
+        assert np.isfinite(float(metrics[key])), key
+
+
+def test_mappo_takes_the_agent_id_from_the_observation_when_it_is_there():
+    spec = EnvSpec(n_agents=3, obs_dim=6, state_dim=5, action_dim=4, discrete=True, max_episode_steps=0,
+                   agent_id_in_obs=True)
+    with_id = make_policy(spec, load_config(overrides=["algo=mappo"]).algo)
+    without = make_policy(DISCRETE, load_config(overrides=["algo=mappo"]).algo)
+    first_layer = lambda p, part: p["params"][part]["base"]["fc0"]["kernel"].shape[0]
+    params, plain = with_id.init(jax.random.PRNGKey(0)), without.init(jax.random.PRNGKey(0))
+    assert first_layer(params, "actor") == 6 and first_layer(plain, "actor") == 6 + 3
+    assert first_layer(params, "critic") == 5 + 6 and first_layer(plain, "critic") == 5 + 6 + 3

@@ -63,9 +63,11 @@ def test_explicit_override_beats_the_per_map_file_whatever_the_order():
 
 def test_algo_selector_loads_mat_dec():
     cfg = load_config(overrides=["algo=mat_dec"])
-    assert (cfg.algo.name, cfg.algo.dec_actor, cfg.algo.share_actor) == ("mat_dec", True, False)
+    # upstream's train_*.py force share_actor=True for mat_dec
+    assert (cfg.algo.name, cfg.algo.dec_actor, cfg.algo.share_actor) == ("mat_dec", True, True)
     assert cfg.run_name == "mat_dec-smax-3m"
     assert cfg.algo.network_config().dec_actor is True
+    assert cfg.algo.network_config().share_actor is True
 
 
 def test_algo_selectors_load_marwkv_versions_and_the_hybrid():
@@ -303,3 +305,73 @@ def test_train_section_alone_matches_the_full_config_without_building_the_others
     assert config_lib.load_train_config(overrides=["train.devices=2"], saved=path).devices == "2"
     with pytest.raises(ValueError, match="train.devices must be 'all' or a device count"):
         config_lib.load_train_config(None, ["train.devices=some"])
+
+
+# --------------------------------------------------------------------------- #
+# Fidelity with upstream MAT's scripts (store_false flags invert their names)    #
+# --------------------------------------------------------------------------- #
+
+
+def test_smax_and_smac_runs_train_every_agents_value_and_mask_the_policy():
+    """train_smac.sh passes --use_value_active_masks (store_false: off) and not --use_policy_active_masks."""
+    for overrides in ([], ["env.map=3s5z"], ["algo=marwkv"], ["algo=mappo"], ["algo=mat_dec"],
+                      ["env=smax_multi"], ["env=smac", "env.map=3m", "env.host_env=tests.standins.smax_smac:StarCraft2Env"]):
+        cfg = load_config(overrides=overrides)
+        assert (cfg.algo.use_value_active_masks, cfg.algo.use_policy_active_masks) == (False, True), overrides
+        assert cfg.algo.loss_config().use_value_active_masks is False
+
+
+def test_mujoco_and_hands_runs_mask_nothing_and_hands_start_at_zero_std():
+    """train_mujoco.sh and train_hands.sh pass both store_false mask flags; the hands runner calls zero_std()."""
+    for name in ("mujoco_halfcheetah_6x1", "mujoco_halfcheetah_6x1_cpu"):
+        cfg = load_config(name)
+        assert (cfg.algo.use_value_active_masks, cfg.algo.use_policy_active_masks, cfg.algo.zero_std) == (
+            False, False, False)
+    cfg = load_config("isaac_standin_reach")
+    assert (cfg.algo.use_value_active_masks, cfg.algo.use_policy_active_masks, cfg.algo.zero_std) == (
+        False, False, True)
+    assert cfg.algo.network_config().zero_std is True
+
+
+def test_smax_defaults_are_upstreams_starcraft_observations_and_time_limits():
+    cfg = load_config()
+    assert (cfg.env.time_limit, cfg.env.obs_agent_id, cfg.env.obs_last_action) == ("smac", True, True)
+    assert load_config(overrides=["env.time_limit=jaxmarl"]).env.time_limit == "jaxmarl"
+    assert load_config(overrides=["env.time_limit=250"]).env.time_limit == "250"
+
+
+def test_per_domain_settings_reach_the_starcraft_bridge():
+    """configs/algo/smac/ holds the report's SMAC settings for smax, smax_multi and smac alike (MARWKV's lr)."""
+    smac = ["env=smac", "env.map=3m", "env.host_env=tests.standins.smax_smac:StarCraft2Env"]
+    for overrides in (["algo=marwkv"], ["env=smax_multi", "algo=marwkv"], [*smac, "algo=marwkv"]):
+        assert load_config(overrides=overrides).algo.lr == 1e-3, overrides
+    assert load_config(overrides=[*smac, "algo=mat"]).algo.lr == 5e-4
+    assert load_config(overrides=["env=mujoco", "algo=marwkv"]).algo.lr == 5e-5
+
+
+def test_time_limit_and_agent_feature_mistakes_are_config_errors():
+    with pytest.raises(ValueError, match="env.time_limit must be a preset"):
+        load_config(overrides=["env.time_limit=smacv3"])
+    with pytest.raises(ValueError, match="env.time_limit does not apply to env.name=mujoco"):
+        load_config(overrides=["env=mujoco", "env.time_limit=jaxmarl"])
+    with pytest.raises(ValueError, match="env.obs_agent_id does not apply to env.name=mujoco"):
+        load_config(overrides=["env=mujoco", "env.obs_agent_id=false"])
+    with pytest.raises(ValueError, match="env.time_limit must be a preset"):
+        load_config(overrides=["env=smax_multi", "env.time_limit=0"])
+
+
+def test_a_run_saved_before_the_agent_features_resumes_as_it_ran(tmp_path):
+    """A config.yaml without env.time_limit / obs_agent_id / obs_last_action ran with JaxMARL's 100 steps and
+    bare SMAX observations; re-reading it keeps that run what it was."""
+    path = tmp_path / "config.yaml"
+    config_lib.save_config(load_config(), path, {"jax_mat": "0.1.0"})
+    saved = yaml.safe_load(path.read_text())
+    assert saved["versions"] == {"jax_mat": "0.1.0"}
+    for key in ("time_limit", "obs_agent_id", "obs_last_action"):
+        del saved["env"][key]
+    path.write_text(yaml.safe_dump(saved))
+    cfg = config_lib.config_from_file(path)
+    assert (cfg.env.time_limit, cfg.env.obs_agent_id, cfg.env.obs_last_action) == ("jaxmarl", False, False)
+    mujoco = load_config(overrides=["env=mujoco"])
+    config_lib.save_config(mujoco, path)
+    assert config_lib.config_from_file(path).env == mujoco.env  # MuJoCo reads none of them

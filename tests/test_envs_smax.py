@@ -24,7 +24,8 @@ def _random_valid_actions(key, avail):
 
 @pytest.fixture(scope="module")
 def env():
-    return make_env("smax", map_name="3m")
+    """The SMAX adapter under AutoReset alone (upstream MAT's agent features are tested further down)."""
+    return make_env("smax", map_name="3m", obs_agent_id=False, obs_last_action=False)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +208,82 @@ def test_forced_win_time_limit_and_death(env, batched):
     np.testing.assert_array_equal(ts.active[2], [0.0] + [1.0] * (n - 1))
     assert np.all(ts.obs[2, 0] == 0.0)
     np.testing.assert_array_equal(ts.avail[2, 0], np.eye(env.spec.action_dim)[STOP])
+
+
+# --- SMAC fidelity: time limits and upstream MAT's agent features ------------------------------- #
+
+def test_time_limit_presets():
+    from jax_mat.envs.smax import SMAC_EPISODE_LIMITS, time_limit_steps
+
+    # SMAC's limits in SMAC steps of 8 game loops; a SMAX step is 0.5 s at 22.4 loops/s = 11.2 loops.
+    assert time_limit_steps("3s5z", "smac") == 108  # ceil(150 * 8 / 11.2) = ceil(107.14)
+    assert time_limit_steps("3s_vs_5z", "smac") == 179
+    assert time_limit_steps("5m_vs_6m", "smac") == 50
+    assert all(time_limit_steps(m, "smac") * 11.2 >= limit * 8 for m, limit in SMAC_EPISODE_LIMITS.items())
+    assert time_limit_steps("smacv2_5_units", "smac") == 100  # no SMAC namesake: JaxMARL's limit
+    assert time_limit_steps("3s5z", "jaxmarl") == 100
+    assert time_limit_steps("3s5z", "250") == 250
+    for bad in ("smac2", "0", "-3", "1.5"):
+        with pytest.raises(ValueError, match="env.time_limit must be a preset"):
+            time_limit_steps("3s5z", bad)
+
+
+def test_episodes_end_at_the_time_limit():
+    env = make_env("smax", map_name="3m", time_limit="7")
+    assert env.spec.max_episode_steps == 7
+    state, ts = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    stop = jnp.full((3,), STOP, jnp.int32)  # both teams stand still (the enemy may still shoot)
+    for t in range(1, 8):
+        state, ts = step(jax.random.PRNGKey(t), state, stop)
+        if bool(ts.done):
+            break
+    assert bool(ts.done) and int(ts.episode_length) <= 7
+    if int(ts.episode_length) == 7 and bool(ts.truncated):
+        assert not bool(ts.won)
+
+
+def test_agent_features_follow_upstream_layout():
+    """obs = [SMAX obs, seen allies' last actions (N-1)*A, own last action A, one-hot id N]."""
+    env = make_env("smax", map_name="3m")
+    n, a, base = 3, 8, 75
+    assert env.spec.obs_dim == base + (n - 1) * a + a + n and env.spec.agent_id_in_obs
+    state, ts = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    obs = np.asarray(ts.obs)
+    np.testing.assert_array_equal(obs[:, base:base + n * a], 0.0)  # no action taken yet
+    np.testing.assert_array_equal(obs[:, -n:], np.eye(n))
+    actions = jnp.array([1, 4, 5], jnp.int32)
+    state, ts = jax.jit(env.step)(jax.random.PRNGKey(1), state, actions)
+    obs = np.asarray(ts.obs)
+    raw = env.unwrapped
+    seen = np.asarray(raw.visibility(state.env_state.env_state))
+    one_hot = np.eye(a)[np.asarray(actions)]
+    alive = np.asarray(ts.active)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        allies = obs[i, base:base + (n - 1) * a].reshape(n - 1, a)
+        np.testing.assert_array_equal(allies, one_hot[others] * seen[i, others][:, None])
+        np.testing.assert_array_equal(obs[i, base + (n - 1) * a:base + n * a], one_hot[i] * alive[i])
+    np.testing.assert_array_equal(obs[:, -n:], np.eye(n))
+    smax = raw.env  # the SMAX observation itself is untouched (AutoReset steps with the first half of its key)
+    step_key, _ = jax.random.split(jax.random.PRNGKey(1))
+    _, smax_ts = smax.step(step_key, smax.reset(jax.random.PRNGKey(0))[0], actions)
+    np.testing.assert_allclose(obs[:, :base], np.asarray(smax_ts.obs), atol=1e-6)
+
+
+def test_ally_visibility_is_jaxmarl_sight():
+    raw = SmaxEnv("3s5z")
+    state, _ = raw.reset(jax.random.PRNGKey(3))
+    seen = np.asarray(raw.ally_visibility(state))
+    inner = state.state
+    pos = np.asarray(inner.unit_positions)[:8]
+    sight = np.asarray(raw.jaxmarl_env.unit_type_sight_ranges)[np.asarray(inner.unit_types)[:8].astype(int)]
+    expected = (np.linalg.norm(pos[:, None] - pos[None], axis=-1) < sight[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(seen, expected)
+
+
+def test_agent_features_can_be_turned_off():
+    env = make_env("smax", map_name="3m", obs_agent_id=False, obs_last_action=False)
+    assert env.spec.obs_dim == 75 and not env.spec.agent_id_in_obs
+    only_id = make_env("smax", map_name="3m", obs_last_action=False)
+    assert only_id.spec.obs_dim == 78

@@ -96,6 +96,8 @@ def test_reset_optimizer_keeps_only_the_parameters_of_the_checkpoint_named(sourc
      "parameter params/decoder/action_embed has shape (11, 16) in"),
     (lambda src, tmp: ["--init-from", str(src), "--single-map"], "but (9, 16) in this run"),
     (lambda src, tmp: ["--init-from", str(src), "algo=marwkv"], "pass algo=mat"),
+    (lambda src, tmp: ["--init-from", str(src), "env.obs_agent_id=false", "env.obs_last_action=false"],
+     "pass env.obs_agent_id=true env.obs_last_action=true to match the source"),
     (lambda src, tmp: ["--init-from", str(src), "--init-seed", "1"], "the source run has 1 seed(s)"),
     (lambda src, tmp: ["--reset-optimizer"], "applies only with train.init_from"),
     (lambda src, tmp: ["--resume", str(src), "--init-from", str(src)], "--resume continues a run"),

@@ -309,6 +309,38 @@ def test_smax_standin_speaks_smac():
     assert (final[dead, 1:] == 0).all() and (final[~dead, 0] == 0).all(), "the dead have only the no-op, and only they"
 
 
+def test_smac_batches_append_the_agent_id_and_ask_smac_for_last_actions():
+    """Upstream MAT's StarCraft2Env: obs_last_action=True (SMAC's own option) and the one-hot id appended."""
+    from jax_mat.host.smac_api import open_smac_batch
+
+    seen = {}
+
+    class Recording:
+        def __init__(self, map_name, seed, **kwargs):
+            from tests.standins.smax_smac import StarCraft2Env
+
+            seen.update(kwargs)
+            self._env = StarCraft2Env(map_name, seed=seed)
+
+        def __getattr__(self, name):
+            return getattr(self._env, name)
+
+    import sys
+    module = type(sys)("recording_smac")
+    module.StarCraft2Env = Recording
+    sys.modules["recording_smac"] = module
+    try:
+        batch = open_smac_batch(2, 0, "3m", "recording_smac:StarCraft2Env", {"obs_last_action": True}, obs_agent_id=True)
+        info = batch.info()
+        assert seen == {"obs_last_action": True}
+        assert info["obs_dim"] == 75 + 3 and info["agent_id_in_obs"] is True
+        obs = batch.reset()["obs"]
+        assert obs.shape == (2, 3, 78)
+        np.testing.assert_array_equal(obs[:, :, -3:], np.broadcast_to(np.eye(3), (2, 3, 3)))
+    finally:
+        del sys.modules["recording_smac"]
+
+
 # --------------------------------------------------------------------------- configs and the CLI
 
 

@@ -117,6 +117,15 @@ def test_parity_with_upstream_marwkv(name):
     assert any(r.quantity.startswith("grad/") for r in rows)
 
 
+def test_parity_with_upstream_marwkv_on_several_action_dimensions(multi_dim_fixture_paths):
+    """v4 and v6 with 4 continuous action dimensions per agent (the entropy is summed over dimensions)."""
+    paths = [p for p in multi_dim_fixture_paths if p.name.startswith("marwkv_")]
+    assert len(paths) == 2
+    for path in paths:
+        bad = [r for r in compare_fixture(str(path), compiler_options=FAST_COMPILE) if not r.ok]
+        assert not bad, f"{path.name}: {bad}"
+
+
 # --------------------------------------------------------------------------- #
 # Recurrent decoding == teacher forcing; causality over agents                  #
 # --------------------------------------------------------------------------- #

@@ -122,3 +122,20 @@ def test_micro_batch_gradient_equals_whole_batch_gradient():
         np.testing.assert_allclose(acc_m[k], whole_m[k], rtol=1e-4, atol=1e-6, err_msg=k)
     for a, b in zip(jax.tree.leaves(acc_g), jax.tree.leaves(whole_g)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_entropy_term_is_upstreams_with_and_without_policy_active_masks():
+    """Masks on: ``(entropy * active).sum() / active.sum()`` against ``[B * N, 1]`` masks, i.e. each agent's
+    entropy summed over action dimensions, averaged over active agents. Off: ``entropy.mean()`` over everything."""
+    entropy = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)  # [B, N, K]
+    active = jnp.asarray([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    zeros = jnp.zeros((2, 3, 4))
+    terms = lambda mask, per_agent: ppo.policy_terms(zeros, entropy, zeros, jnp.zeros((2, 3)), mask, 0.2,
+                                                     entropy_per_agent=per_agent)["loss/entropy"]
+    e = np.asarray(entropy)
+    np.testing.assert_allclose(terms(active, True), (e.sum(-1) * np.asarray(active)).sum() / 4.0, rtol=1e-6)
+    np.testing.assert_allclose(terms(jnp.ones((2, 3)), False), e.mean(), rtol=1e-6)
+    config = ppo.LossConfig(use_policy_active_masks=False)
+    _, parts = ppo.ppo_loss(zeros, entropy, jnp.zeros((2, 3)), zeros, jnp.zeros((2, 3)), jnp.zeros((2, 3)),
+                            jnp.zeros((2, 3)), active, config)
+    np.testing.assert_allclose(parts["loss/entropy"], e.mean(), rtol=1e-6)

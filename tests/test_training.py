@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import yaml
 
 from jax_mat import config as config_lib
 from jax_mat import train
@@ -19,6 +20,7 @@ from jax_mat.networks.registry import make_policy
 from jax_mat.training import sweep
 from jax_mat.training.checkpoint import Checkpointer
 from jax_mat.training.runner import Trainer
+from jax_mat.versions import package_versions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 4 envs x 8 steps per update, one epoch: tiny but the full program.
@@ -46,16 +48,35 @@ def _params_of(run_dir):
 
 def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
     run_dir = tmp_path / "run"
-    assert train.main([*_tiny(3), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert train.main([*_tiny(3), "train.eval_every=2", "--run-dir", str(run_dir), "--no-progress"]) == 0
     out = capfd.readouterr().out
     assert "win rate" in out and str(run_dir) in out
-    assert (run_dir / "config.yaml").is_file()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["versions"] == package_versions() and saved["versions"]["jaxmarl"] != "not installed"
     results = json.loads((run_dir / "eval.json").read_text())
     assert results["episodes"] == 2 and 0.0 <= results["win_rate"] <= 1.0
+    assert results["versions"] == package_versions()
     assert any(f.name.startswith("events.out.tfevents") for f in (run_dir / "tb").iterdir())
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [x["env_steps"] for x in lines] == [32, 64, 96] and all("loss/total" in x for x in lines)
+    training = [x for x in lines if "loss/total" in x]
+    assert [x["env_steps"] for x in training] == [32, 64, 96]
+    # The periodic evaluation after update 2 and the final one, as eval/ lines.
+    assert [x["env_steps"] for x in lines if "eval/win_rate" in x] == [64, 96]
     assert Checkpointer(run_dir / "checkpoints").latest_step() == 3
+
+    # Periodic evaluation, the best parameters and the absolute metric (10x the episodes).
+    records = [json.loads(x) for x in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    assert [(r["update"], r["env_steps"], r["seed"], r["greedy"]) for r in records] == [(2, 64, 0, True)]
+    assert len(records[0]["episode_return"]) == len(records[0]["episode_won"]) == 2
+    assert records[0]["win_rate"] == pytest.approx(np.mean(records[0]["episode_won"]))
+    assert json.loads((run_dir / "best.json").read_text())["updates"] == [2]
+    absolute = results["absolute"]
+    assert absolute["episodes"] == 20 and absolute["update"] == 2 and absolute["deterministic"] is True
+    marl_eval = json.loads((run_dir / "marl_eval.json").read_text())
+    run = marl_eval["smax"]["3m"]["mat"]["run_0"]
+    assert sorted(run) == ["absolute_metrics", "step_0"]
+    assert run["step_0"]["step_count"] == 64 and run["step_0"]["return"] == records[0]["episode_return"]
+    assert len(run["absolute_metrics"]["return"]) == len(run["absolute_metrics"]["win_rate"]) == 20
     from jax_mat import evaluate
     assert evaluate.main([str(run_dir), "--episodes", "3"]) == 0
     assert "checkpoint update 3: 3 greedy episodes" in capfd.readouterr().out
@@ -64,9 +85,10 @@ def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
 def test_resume_after_sigkill_equals_straight_run(tmp_path):
     updates = 6
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert train.main([*_tiny(updates), "--run-dir", str(straight), "--no-progress"]) == 0
+    argv = [*_tiny(updates), "train.eval_every=2"]
+    assert train.main([*argv, "--run-dir", str(straight), "--no-progress"]) == 0
 
-    cmd = [sys.executable, "-m", "jax_mat.train", *_tiny(updates), "--run-dir", str(killed), "--no-progress"]
+    cmd = [sys.executable, "-m", "jax_mat.train", *argv, "--run-dir", str(killed), "--no-progress"]
     # Share this process's persistent compilation cache (tests/conftest.py) with the child.
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
@@ -90,6 +112,11 @@ def test_resume_after_sigkill_equals_straight_run(tmp_path):
     a, b = _params_of(straight), _params_of(killed)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
+    # The evaluations after the last checkpoint ran again, once; the best parameters and absolute metric agree.
+    for name in ("evaluations.jsonl", "best.json"):
+        assert (killed / name).read_text() == (straight / name).read_text(), name
+    absolute = [json.loads((d / "eval.json").read_text())["absolute"] for d in (straight, killed)]
+    assert absolute[0] == absolute[1]
 
 
 @pytest.mark.timeout(600)

@@ -130,16 +130,28 @@ class HAPPOLearner:
             actors, opt_states, factor = carry
             i, agent_key = x
             batch = {**self._agent_rows(rows, i), "factor": factor}
-            actor, opt_state, metrics = self._train_agent(_take(actors, i), _take(opt_states, i), batch, agent_key)
+            # An agent active in no row (a padded smax_multi slot, one dead all rollout) is skipped, as HARL
+            # skips it: its masked means would be 0 / 0. It is trained on all-ones masks to stay finite, and
+            # the result is dropped; the factor passes through unchanged.
+            trains = batch["active"].sum() > 0
+            batch["active"] = jnp.where(trains, batch["active"], 1.0)
+            old_actor, old_opt = _take(actors, i), _take(opt_states, i)
+            actor, opt_state, metrics = self._train_agent(old_actor, old_opt, batch, agent_key)
+            actor = jax.tree.map(lambda new, old: jnp.where(trains, new, old), actor, old_actor)
+            opt_state = jax.tree.map(lambda new, old: jnp.where(trains, new, old), opt_state, old_opt)
             new_logp, _ = self.policy.agent_scores(actor, batch["obs"], batch["actions"], batch["avail"])
-            next_factor = jax.lax.stop_gradient(factor * jnp.exp((new_logp - batch["logp"]).sum(-1)))
+            ratio = jnp.where(trains, jnp.exp((new_logp - batch["logp"]).sum(-1)), 1.0)
+            next_factor = jax.lax.stop_gradient(factor * ratio)
             metrics["happo/factor_mean"] = factor.mean()
-            return (_put(actors, i, actor), _put(opt_states, i, opt_state), next_factor), (metrics, factor)
+            return (_put(actors, i, actor), _put(opt_states, i, opt_state), next_factor), (metrics, factor, trains)
 
         init = (actors, opt_states, jnp.ones((n_rows,), jnp.float32))
         keys = jax.random.split(key, order.shape[0])
-        (actors, opt_states, _), (metrics, factors) = jax.lax.scan(agent_step, init, (order, keys))
-        return actors, opt_states, jax.tree.map(jnp.mean, metrics), factors
+        (actors, opt_states, _), (metrics, factors, trained) = jax.lax.scan(agent_step, init, (order, keys))
+        # Metrics: the mean over the agents that trained.
+        weight = trained.astype(jnp.float32) / jnp.maximum(trained.sum(), 1)
+        metrics = jax.tree.map(lambda m: (m * weight).sum(), metrics)
+        return actors, opt_states, metrics, factors
 
     # -- critic ----------------------------------------------------------------------------- #
 

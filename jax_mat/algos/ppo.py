@@ -59,6 +59,7 @@ def policy_terms(
     mask: jax.Array,
     clip: float,
     weight: jax.Array | None = None,
+    entropy_per_agent: bool = True,
 ) -> dict[str, jax.Array]:
     """The clipped surrogate and entropy terms (upstream MAT's, and HAPPO's with ``weight``).
 
@@ -69,6 +70,11 @@ def policy_terms(
       advantages, mask: ``[..., N]``; the means are over ``mask``.
       weight: optional ``[..., N]`` factor multiplying each agent's surrogate
         (HAPPO's product of the previously updated agents' ratios).
+      entropy_per_agent: the entropy term is each agent's entropy summed over
+        ``K``, averaged over ``mask`` (upstream with policy active masks:
+        ``(entropy * active).sum() / active.sum()`` against ``[B * N, 1]``
+        masks); False: the plain mean over agents and ``K`` (upstream's
+        ``entropy.mean()`` without them). The two agree when ``K = 1``.
     Returns:
       ``loss/policy`` (to minimise), ``loss/entropy`` (to maximise),
       ``ppo/ratio`` and ``ppo/clip_frac`` (masked means).
@@ -82,7 +88,7 @@ def policy_terms(
         surrogate = weight * surrogate
     return {
         "loss/policy": masked_mean(-surrogate, mask),
-        "loss/entropy": masked_mean(entropy, mask[..., None]),
+        "loss/entropy": masked_mean(entropy.sum(-1), mask) if entropy_per_agent else masked_mean(entropy, mask[..., None]),
         "ppo/ratio": masked_mean(ratio, mask[..., None]),
         "ppo/clip_frac": masked_mean((jnp.abs(ratio - 1.0) > clip).astype(ratio.dtype), mask[..., None]),
     }
@@ -128,7 +134,8 @@ def ppo_loss(
     """
     ones = jnp.ones_like(active)
     policy_mask = active if config.use_policy_active_masks else ones
-    metrics = policy_terms(logp, entropy, old_logp, advantages, policy_mask, config.clip)
+    metrics = policy_terms(logp, entropy, old_logp, advantages, policy_mask, config.clip,
+                           entropy_per_agent=config.use_policy_active_masks)
     metrics["loss/value"] = value_loss(
         values, value_preds, value_targets, active if config.use_value_active_masks else ones, config
     )

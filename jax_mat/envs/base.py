@@ -26,6 +26,7 @@ class EnvSpec:
     action_dim: int
     discrete: bool
     max_episode_steps: int
+    agent_id_in_obs: bool = False  # each observation already ends with the agent's one-hot id
 
 
 @flax.struct.dataclass

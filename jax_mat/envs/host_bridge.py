@@ -122,6 +122,7 @@ class HostBridgeEnv:
             action_dim=int(info["action_dim"]),
             discrete=bool(info["discrete"]),
             max_episode_steps=int(info["max_episode_steps"]),
+            agent_id_in_obs=bool(info.get("agent_id_in_obs", False)),
         )
         self._nonce = secrets.randbelow(2**31 - 2) + 1
         self._pools: dict[int, HostEnvPool] = {}

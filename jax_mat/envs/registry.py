@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from jax_mat.envs.base import MultiAgentEnv
 from jax_mat.envs.host_options import HOST_FIELDS
-from jax_mat.envs.wrappers import AutoReset
+from jax_mat.envs.wrappers import AgentFeatures, AutoReset
 
 
 def known_smax_maps() -> tuple[str, ...]:
@@ -34,34 +34,45 @@ def known_smax_maps() -> tuple[str, ...]:
     return smax.known_smax_maps()
 
 
-def _make_smax(map_name: str | None = None, **options: Any) -> MultiAgentEnv:
-    """SMAX against JaxMARL's heuristic enemy; ``options`` go to ``SmaxEnv``."""
+def _make_smax(map_name: str | None = None, time_limit: str = "smac", obs_agent_id: bool = True,
+               obs_last_action: bool = True, **options: Any) -> MultiAgentEnv:
+    """SMAX against JaxMARL's heuristic enemy, with upstream MAT's agent features (``AgentFeatures``) and the
+    episode limit of ``time_limit`` (``smax.time_limit_steps``); other ``options`` go to ``SmaxEnv``."""
     from jax_mat.envs import smax
 
     if map_name is None:
         raise ValueError(f"env 'smax' needs the option map_name; known: {', '.join(smax.known_smax_maps())}")
-    return AutoReset(smax.SmaxEnv(map_name, **options))
+    options.setdefault("max_steps", smax.time_limit_steps(map_name, time_limit))
+    raw = smax.SmaxEnv(map_name, **options)
+    if obs_agent_id or obs_last_action:
+        raw = AgentFeatures(raw, obs_agent_id, obs_last_action, visibility=raw.ally_visibility)
+    return AutoReset(raw)
 
 
 def _check_smax(env_config: Any) -> None:
-    from jax_mat.envs.smax import check_smax_map
+    from jax_mat.envs.smax import check_smax_map, time_limit_steps
 
     check_smax_map(env_config.map)
+    time_limit_steps(env_config.map, env_config.time_limit)
 
 
 def _make_smax_multi(
     maps: tuple[str, ...] = (), pad_allies: int = 0, pad_enemies: int = 0, **options: Any
 ) -> MultiAgentEnv:
-    """Several SMAX maps padded to common sizes (``envs.smax_multi``); auto-resets per map group."""
+    """Several SMAX maps padded to common sizes (``envs.smax_multi``); auto-resets per map group.
+    ``options``: ``time_limit``, ``obs_agent_id``, ``obs_last_action`` and the ``SmaxEnv`` options."""
     from jax_mat.envs import smax_multi
 
     return smax_multi.SmaxMultiEnv(tuple(maps), pad_allies, pad_enemies, **options)
 
 
 def _check_smax_multi(env_config: Any) -> None:
+    from jax_mat.envs.smax import time_limit_steps
     from jax_mat.envs.smax_multi import common_sizes
 
     common_sizes(env_config.maps, env_config.pad_allies, env_config.pad_enemies)
+    for map_name in env_config.maps:
+        time_limit_steps(map_name, env_config.time_limit)
 
 
 def _check_smax_multi_run(config: Any) -> None:
@@ -126,7 +137,13 @@ class EnvEntry:
     # Why its environment batch cannot be split over devices ("": it can: per-environment arrays in XLA).
     no_device_split: str = ""
     has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
+    # The report's domain, whose per-algorithm settings ``configs/algo/<domain>/<algo>.yaml`` apply.
+    domain: str = ""
 
+
+# What upstream MAT's StarCraft environment appends to observations (``wrappers.AgentFeatures``).
+_AGENT_FEATURE_FIELDS = ("obs_agent_id", "obs_last_action")
+_SMAX_FIELDS = ("time_limit", *_AGENT_FEATURE_FIELDS)
 
 _HOST_NO_SPLIT = (
     "its simulators live in this process's worker pool, stepped by one ordered host callback that XLA runs "
@@ -135,31 +152,36 @@ _HOST_NO_SPLIT = (
 
 _ENTRIES: dict[str, EnvEntry] = {
     "smax": EnvEntry(
+        domain="smac",
         check=_check_smax,
-        build=lambda c: _make_smax(map_name=c.map),
+        build=lambda c: _make_smax(c.map, c.time_limit, c.obs_agent_id, c.obs_last_action),
         variant_field="map",
-        fields=("map",),
+        fields=("map", *_SMAX_FIELDS),
         make=_make_smax,
     ),
     "smax_multi": EnvEntry(
+        domain="smac",
         check=_check_smax_multi,
-        build=lambda c: _make_smax_multi(c.maps, c.pad_allies, c.pad_enemies),
+        build=lambda c: _make_smax_multi(c.maps, c.pad_allies, c.pad_enemies, time_limit=c.time_limit,
+                                         obs_agent_id=c.obs_agent_id, obs_last_action=c.obs_last_action),
         variant_field="maps",
-        fields=("maps", "pad_allies", "pad_enemies"),
+        fields=("maps", "pad_allies", "pad_enemies", *_SMAX_FIELDS),
         make=_make_smax_multi,
         check_run=_check_smax_multi_run,
         no_device_split="its state is one group of environments per map, not one [n_envs] batch to split",
     ),
     # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
     "smac": EnvEntry(
+        domain="smac",
         check=_check_smac,
         build=_build_smac,
         variant_field="map",
-        fields=("map", *HOST_FIELDS),
+        fields=("map", *_AGENT_FEATURE_FIELDS, *HOST_FIELDS),
         vmappable=False,
         no_device_split=_HOST_NO_SPLIT,
     ),
     "isaac": EnvEntry(
+        domain="isaac",
         check=_check_isaac,
         build=_build_isaac,
         variant_field="task",
@@ -169,6 +191,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         has_wins=False,
     ),
     "mujoco": EnvEntry(
+        domain="mujoco",
         check=_check_mujoco,
         build=lambda c: _make_mujoco(c.task, c.disabled_joints, c.agent_obsk),
         variant_field="task",
@@ -179,7 +202,8 @@ _ENTRIES: dict[str, EnvEntry] = {
 }
 
 # EnvConfig fields that select an environment's variant or options (``name`` aside).
-_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_allies", "pad_enemies", *HOST_FIELDS)
+_OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_allies", "pad_enemies", *_SMAX_FIELDS,
+                  *HOST_FIELDS)
 
 
 def known_envs() -> tuple[str, ...]:
@@ -232,6 +256,19 @@ def supports_device_splits(name: str) -> bool:
 def no_device_split_reason(name: str) -> str:
     """Why environment ``name``'s batch cannot be split over devices ("" when it can)."""
     return _entry(name).no_device_split
+
+
+def env_fields(name: str) -> tuple[str, ...]:
+    """The ``EnvConfig`` fields environment ``name`` reads (none for an unknown name)."""
+    entry = _ENTRIES.get(name)
+    return entry.fields if entry is not None else ()
+
+
+def domain(name: str) -> str:
+    """The report's domain of environment ``name`` (SMAX and SMAC: ``"smac"``), whose per-algorithm settings
+    ``configs/algo/<domain>/<algo>.yaml`` hold; an unknown name is its own (``check_env_config`` reports it)."""
+    entry = _ENTRIES.get(name)
+    return entry.domain if entry is not None else name
 
 
 def env_variant(env_config: Any) -> str:

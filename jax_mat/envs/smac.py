@@ -1,9 +1,11 @@
 """SMAC on the real StarCraft II through the host bridge: ``env=smac env.map=MMM2``.
 
-Each environment is a ``smac.env.StarCraft2Env`` in a worker process
+Each environment is a ``smac.env.StarCraft2Env(obs_last_action=env.obs_last_action)`` in a worker process
 (``jax_mat.host.smac_api`` reads it), stepped from the jitted rollout by
 ``envs.host_bridge.HostBridgeEnv``. The policy acts in SMAC's own action order
-(0 no-op, 1 stop, 2-5 move, 6+ attack); a dead agent has only the no-op.
+(0 no-op, 1 stop, 2-5 move, 6+ attack); a dead agent has only the no-op. As upstream MAT's own copy of
+SMAC's environment, each observation carries the last actions (``env.obs_last_action``, SMAC's option) and
+ends with the agent's one-hot id (``env.obs_agent_id``, appended by ``jax_mat.host.smac_api``).
 
 Installing what it needs (checked when the config is built, before anything
 starts):
@@ -81,7 +83,9 @@ def make_smac_env(env_config: Any):
     factory = env_config.host_env or DEFAULT_ENV_FACTORY
     recipe = BatchRecipe(
         adapter="jax_mat.host.smac_api:open_smac_batch",
-        options={"map_name": env_config.map, "env_factory": factory},
+        options={"map_name": env_config.map, "env_factory": factory, "obs_agent_id": env_config.obs_agent_id,
+                 # SMAC's own option (its default is False; upstream MAT's StarCraft2Env turns it on)
+                 "env_kwargs": {"obs_last_action": env_config.obs_last_action}},
         name=f"smac:{env_config.map}" + (f" ({factory})" if env_config.host_env else ""),
     )
     workers = env_config.host_workers

@@ -28,6 +28,7 @@ SMAX facts this adapter relies on (jaxmarl 0.2.0):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import chex
@@ -49,6 +50,42 @@ _N_UNGATED_UNIT_FEATURES = 2
 
 # SMAC maps with medivacs, which SMAX does not simulate.
 _MEDIVAC_MAPS = ("MMM", "MMM2")
+
+# SMAC's episode limits in SMAC steps (its map registry, ``smac_maps.py``, as upstream MAT ships it), for the
+# SMAX maps that have a SMAC namesake.
+SMAC_EPISODE_LIMITS = {
+    "3m": 60, "8m": 120, "25m": 150, "5m_vs_6m": 70, "10m_vs_11m": 150, "27m_vs_30m": 180, "2s3z": 120,
+    "3s5z": 150, "3s5z_vs_3s6z": 170, "3s_vs_5z": 250, "6h_vs_8z": 150,
+}
+# Game time per step. A SMAC step is 8 game loops (``step_mul=8``), and StarCraft II's "faster" speed runs
+# 22.4 game loops per second. SMAX measures its unit speeds and weapon cooldowns in those seconds (a marine
+# moves 3.15 and fires every 0.61 s, Liquipedia's "faster" figures) and one SMAX step is
+# 8 world steps x 1/16 s = 0.5 s. So a SMAX step lasts 11.2 game loops, 1.4 SMAC steps.
+SMAC_STEP_GAME_LOOPS = 8
+SMAX_STEP_GAME_LOOPS = 0.5 * 22.4
+JAXMARL_TIME_LIMIT = 100  # JaxMARL's SMAX default for every map (and the SMAX literature's, e.g. Sable)
+TIME_LIMIT_PRESETS = ("smac", "jaxmarl")
+
+
+def time_limit_steps(map_name: str, time_limit: str) -> int:
+    """The episode limit, in SMAX steps, that ``env.time_limit`` gives ``map_name``.
+
+    ``"smac"``: at least the game time SMAC gives the map, ``ceil(limit * 8 / 11.2)`` SMAX steps (3s5z: 150
+    SMAC steps -> 108); maps without a SMAC namesake (``smacv2_*``) keep JaxMARL's 100. ``"jaxmarl"``: 100 on
+    every map. A positive integer: that many steps. ``ValueError`` for anything else.
+    """
+    if time_limit == "smac":
+        limit = SMAC_EPISODE_LIMITS.get(map_name)
+        return JAXMARL_TIME_LIMIT if limit is None else math.ceil(limit * SMAC_STEP_GAME_LOOPS / SMAX_STEP_GAME_LOOPS
+                                                                  - 1e-9)
+    if time_limit == "jaxmarl":
+        return JAXMARL_TIME_LIMIT
+    if str(time_limit).isdigit() and int(time_limit) >= 1:
+        return int(time_limit)
+    raise ValueError(
+        f"env.time_limit must be a preset ({', '.join(TIME_LIMIT_PRESETS)}) or a number of steps >= 1, "
+        f"got {time_limit!r}"
+    )
 
 
 def known_smax_maps() -> tuple[str, ...]:
@@ -178,6 +215,21 @@ class SmaxEnv:
         units = jnp.concatenate([gated * alive[:, None], alive[:, None], inner.unit_teams[:, None]], axis=-1)
         progress = inner.step.astype(jnp.float32)[None] / env.max_steps
         return jnp.concatenate([units.reshape(-1), progress]).astype(jnp.float32)
+
+    def ally_visibility(self, state: Any) -> jax.Array:
+        """``[N, N]`` float32: 1 where ally ``i`` sees ally ``j`` (both alive, ``j`` within ``i``'s sight range).
+
+        JaxMARL's own test for which units an observation shows (``get_obs_unit_list``); the diagonal is 1
+        for a live ally.
+        """
+        env, inner = self._env, state.state
+        n = self.n_allies
+        positions = inner.unit_positions[:n]
+        alive = inner.unit_alive[:n]
+        sight = env.unit_type_sight_ranges[inner.unit_types[:n].astype(jnp.int32)]
+        distance = jnp.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
+        visible = (distance < sight[:, None]) & alive[:, None] & alive[None, :]
+        return visible.astype(jnp.float32)
 
     def avail_actions(self, state: Any) -> jax.Array:
         """``[N, A]`` float32 0/1 available actions of the allies."""

@@ -38,6 +38,7 @@ vmapped single-map environment would, so one unpadded map reproduces ``smax``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import chex
@@ -45,9 +46,9 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec, Timestep
-from jax_mat.envs.smax import SmaxEnv, check_smax_map
+from jax_mat.envs.smax import SmaxEnv, check_smax_map, time_limit_steps
 from jaxmarl.environments.smax import map_name_to_scenario
-from jax_mat.envs.wrappers import AutoReset
+from jax_mat.envs.wrappers import AgentFeatures, AutoReset
 
 STOP = 4  # SMAX's "stop": the one action every unit, dead or alive, can take
 N_MOVE_ACTIONS = 5  # 4 moves and stop; attack j is action N_MOVE_ACTIONS + j
@@ -203,6 +204,11 @@ class PaddedSmax:
             state[w * (n_a + n_e) :],
         ])
 
+    def ally_visibility(self, state: Any) -> jax.Array:
+        """``SmaxEnv.ally_visibility`` padded to ``[P_a, P_a]`` (a padded agent sees and is seen by nobody)."""
+        extra = self.pad_allies - self.n_allies
+        return jnp.pad(self.smax.ally_visibility(state), ((0, extra), (0, extra)))
+
     def _pad_agents(self, x: jax.Array, value: Any) -> jax.Array:
         """Appends ``P_a - n_a`` rows filled with ``value`` along axis 0."""
         fill = jnp.full((self.pad_allies - self.n_allies, *x.shape[1:]), value, x.dtype)
@@ -217,20 +223,38 @@ class SmaxMultiEnv:
     of the maps' ``[E / len(maps)]``-leading ``AutoReset`` states.
     """
 
-    def __init__(self, maps: Sequence[str], pad_allies: int = 0, pad_enemies: int = 0, **smax_options: Any):
-        """Raises ``ValueError`` for an unknown or repeated map, or one that does not fit the sizes given."""
+    def __init__(self, maps: Sequence[str], pad_allies: int = 0, pad_enemies: int = 0, time_limit: str = "smac",
+                 obs_agent_id: bool = True, obs_last_action: bool = True, **smax_options: Any):
+        """Raises ``ValueError`` for an unknown or repeated map, or one that does not fit the sizes given.
+
+        ``time_limit`` gives each map its own episode limit (``smax.time_limit_steps``); ``obs_agent_id`` and
+        ``obs_last_action`` append upstream MAT's agent features (``wrappers.AgentFeatures``) to the padded
+        observations, so ids and actions have the padded sizes.
+        """
         self.maps = tuple(maps)
         self.pad_allies, self.pad_enemies = common_sizes(self.maps, pad_allies, pad_enemies)
-        self._smax_options = smax_options
-        self.map_envs = tuple(PaddedSmax(m, self.pad_allies, self.pad_enemies, **smax_options) for m in self.maps)
-        self.envs = tuple(AutoReset(env) for env in self.map_envs)
-        self.spec = self.map_envs[0].spec
+        self._options = dict(time_limit=time_limit, obs_agent_id=obs_agent_id, obs_last_action=obs_last_action,
+                             **smax_options)
+        self.map_envs = tuple(
+            PaddedSmax(m, self.pad_allies, self.pad_enemies, max_steps=time_limit_steps(m, time_limit),
+                       **smax_options)
+            for m in self.maps
+        )
+        # The environments the policy acts in: padded, with the agent features appended.
+        self.raw_envs = tuple(
+            AgentFeatures(env, obs_agent_id, obs_last_action, visibility=env.ally_visibility)
+            if obs_agent_id or obs_last_action else env
+            for env in self.map_envs
+        )
+        self.envs = tuple(AutoReset(env) for env in self.raw_envs)
+        longest = max(env.spec.max_episode_steps for env in self.raw_envs)
+        self.spec = dataclasses.replace(self.raw_envs[0].spec, max_episode_steps=longest)
 
     def only(self, map_name: str) -> SmaxMultiEnv:
         """This environment restricted to one of its maps, padded to the same sizes (same spec)."""
         if map_name not in self.maps:
             raise ValueError(f"map {map_name!r} is not one of this run's env.maps: {', '.join(self.maps)}")
-        return SmaxMultiEnv((map_name,), self.pad_allies, self.pad_enemies, **self._smax_options)
+        return SmaxMultiEnv((map_name,), self.pad_allies, self.pad_enemies, **self._options)
 
     def group_size(self, n_envs: int) -> int:
         """Environments per map in a batch of ``n_envs`` (``ValueError`` unless the maps divide it)."""

@@ -7,12 +7,14 @@ statistics. It is the single place where episodes are reset.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_mat.envs.base import EnvSpec, Timestep
 
@@ -137,3 +139,76 @@ def _observation_fields(timestep: Timestep) -> dict[str, jax.Array]:
         "avail": timestep.avail,
         "active": timestep.active,
     }
+
+
+@flax.struct.dataclass
+class AgentFeaturesState:
+    """State of ``AgentFeatures``: the raw environment's state and ``last_action`` ``[N, A]`` one-hot
+    (all zero before an episode's first step)."""
+
+    env_state: Any
+    last_action: jax.Array
+
+
+class AgentFeatures:
+    """Appends the per-agent features of upstream MAT's StarCraft environment to a raw discrete environment.
+
+    Upstream's ``StarCraft2Env`` (``obs_last_action=True``, ``obs_agent_id=True``) gives each agent the last
+    action of every ally it sees, its own last action and its one-hot id. MAT has no positional embedding:
+    the id is the only way its encoder and decoder tell agents apart. Each ``obs [N, O]`` becomes
+    ``[N, O + (N - 1) * A + A + N]`` (with both options), in this order:
+
+    * ``last_action``: the other allies' last actions ``[(N - 1) * A]`` (one-hot, in agent order without
+      the agent itself; zero for an ally the agent does not see, where ``visibility`` says so), then its
+      own last action ``[A]`` (zero while it is dead, as SMAC zeroes a dead agent's observation);
+    * ``agent_id``: the one-hot id ``[N]`` (kept for the dead, as upstream does).
+
+    ``visibility(env_state) -> [N, N]`` (1 where agent ``i`` sees ally ``j``) gates the allies' actions;
+    without it the allies' block is left out. Raw in, raw out: wrap the result in ``AutoReset``.
+    """
+
+    def __init__(self, env: RawMultiAgentEnv, agent_id: bool = True, last_action: bool = True,
+                 visibility: Any = None) -> None:
+        if not env.spec.discrete:
+            raise ValueError("AgentFeatures appends one-hot actions: it needs a discrete action space")
+        self.env = env
+        self.agent_id = agent_id
+        self.last_action = last_action
+        self.visibility = visibility if last_action else None
+        n, a = env.spec.n_agents, env.spec.action_dim
+        extra = (n if agent_id else 0) + ((a + (n - 1) * a * (visibility is not None)) if last_action else 0)
+        self.spec = dataclasses.replace(env.spec, obs_dim=env.spec.obs_dim + extra,
+                                        agent_id_in_obs=env.spec.agent_id_in_obs or agent_id)
+
+    @property
+    def unwrapped(self) -> RawMultiAgentEnv:
+        """The raw environment under these features."""
+        return self.env
+
+    def reset(self, key: chex.PRNGKey) -> tuple[AgentFeaturesState, Timestep]:
+        env_state, timestep = self.env.reset(key)
+        n, a = self.env.spec.n_agents, self.env.spec.action_dim
+        state = AgentFeaturesState(env_state, jnp.zeros((n, a), jnp.float32))
+        return state, timestep.replace(obs=self._features(state, timestep))
+
+    def step(self, key: chex.PRNGKey, state: AgentFeaturesState, actions: jax.Array
+             ) -> tuple[AgentFeaturesState, Timestep]:
+        env_state, timestep = self.env.step(key, state.env_state, actions)
+        last = jax.nn.one_hot(jnp.asarray(actions, jnp.int32), self.env.spec.action_dim, dtype=jnp.float32)
+        state = AgentFeaturesState(env_state, last)
+        return state, timestep.replace(obs=self._features(state, timestep))
+
+    def _features(self, state: AgentFeaturesState, timestep: Timestep) -> jax.Array:
+        """``[N, O]`` -> ``[N, spec.obs_dim]``."""
+        n, a = self.env.spec.n_agents, self.env.spec.action_dim
+        parts = [timestep.obs]
+        if self.last_action:
+            if self.visibility is not None:
+                # Row i: the allies j != i in order.
+                others = np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32).reshape(n, n - 1)
+                seen = jnp.take_along_axis(self.visibility(state.env_state), others, axis=1)  # [N, N - 1]
+                parts.append((state.last_action[others] * seen[..., None]).reshape(n, (n - 1) * a))
+            parts.append(state.last_action * timestep.active[:, None])
+        if self.agent_id:
+            parts.append(jnp.eye(n, dtype=jnp.float32))
+        return jnp.concatenate(parts, axis=-1).astype(jnp.float32)

@@ -39,22 +39,26 @@ def open_smac_batch(
     map_name: str,
     env_factory: str = DEFAULT_ENV_FACTORY,
     env_kwargs: Mapping[str, Any] | None = None,
+    obs_agent_id: bool = False,
 ) -> "SmacBatch":
-    """``n_envs`` environments ``resolve(env_factory)(map_name=..., seed=seed + i, **env_kwargs)``."""
+    """``n_envs`` environments ``resolve(env_factory)(map_name=..., seed=seed + i, **env_kwargs)``;
+    ``obs_agent_id`` appends each agent's one-hot id to its observation."""
     make = resolve(env_factory)
     envs = [make(map_name=map_name, seed=seed + i, **dict(env_kwargs or {})) for i in range(n_envs)]
-    return SmacBatch(envs, name=f"{env_factory} map {map_name}")
+    return SmacBatch(envs, name=f"{env_factory} map {map_name}", obs_agent_id=obs_agent_id)
 
 
 class SmacBatch:
     """``k`` ``StarCraft2Env``-API environments stepped one after another; see the module docstring."""
 
-    def __init__(self, envs: Sequence[Any], name: str):
+    def __init__(self, envs: Sequence[Any], name: str, obs_agent_id: bool = False):
         self.envs = list(envs)
         self.name = name
         env_info = self.envs[0].get_env_info()
         self.n_agents = int(env_info["n_agents"])
-        self.obs_dim = int(np.prod(env_info["obs_shape"]))
+        self.smac_obs_dim = int(np.prod(env_info["obs_shape"]))
+        self.obs_agent_id = obs_agent_id
+        self.obs_dim = self.smac_obs_dim + (self.n_agents if obs_agent_id else 0)
         self.state_dim = int(np.prod(env_info["state_shape"]))
         self.n_actions = int(env_info["n_actions"])
         self.episode_limit = int(env_info["episode_limit"])
@@ -69,6 +73,7 @@ class SmacBatch:
             "action_dim": self.n_actions,
             "discrete": True,
             "max_episode_steps": self.episode_limit,
+            "agent_id_in_obs": self.obs_agent_id,
         }
 
     def reset(self) -> dict[str, np.ndarray]:
@@ -112,8 +117,11 @@ class SmacBatch:
         env, n = self.envs[i], self.n_agents
         where = f"{self.name}, env {i} of this worker"
         avail = as_shaped(env.get_avail_actions(), (n, self.n_actions), np.float32, f"get_avail_actions() ({where})")
+        obs = as_shaped(env.get_obs(), (n, self.smac_obs_dim), np.float32, f"get_obs() ({where})")
+        if self.obs_agent_id:
+            obs = np.concatenate([obs, np.eye(n, dtype=np.float32)], axis=1)
         return {
-            "obs": as_shaped(env.get_obs(), (n, self.obs_dim), np.float32, f"get_obs() ({where})"),
+            "obs": obs,
             "state": as_shaped(env.get_state(), (self.state_dim,), np.float32, f"get_state() ({where})"),
             "avail": avail,
             "active": 1.0 - avail[:, 0],

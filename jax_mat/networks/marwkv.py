@@ -61,6 +61,7 @@ class MARWKVConfig:
     hybrid: bool = False  # MAT's attention encoder + RWKV decoder (algorithm mat_rwkv)
     wkv_impl: str = "auto"  # "scan" | "chunked" | "pallas" | "auto" (see jax_mat.ops.wkv)
     act_segment: int = 64  # act streams the RWKV encoder this many agents at a time (0: all agents first)
+    zero_std: bool = False  # continuous actions: start log_std at 0 (std 0.25) instead of 1 (std 0.37)
 
     def __post_init__(self):
         if self.version not in rwkv.VERSIONS:
@@ -182,7 +183,7 @@ class MultiAgentRWKV(nn.Module):
         self.encoder = mat.Encoder(c.n_block, c.n_embd, c.n_head) if c.hybrid else Encoder(c)
         self.decoder = Decoder(self.action_dim, self.discrete, c)
         if not self.discrete:
-            self.log_std = self.param("log_std", nn.initializers.ones, (self.action_dim,))
+            self.log_std = self.param("log_std", mat.log_std_init(c.zero_std), (self.action_dim,))
 
     def __call__(self, obs: jax.Array, shifted: jax.Array):
         """Initialisation entry point: touches every parameter."""

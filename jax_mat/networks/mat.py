@@ -482,6 +482,12 @@ class _ActorMLP(nn.Module):
         return dense(self.action_dim, HEAD_GAIN, name="out")(layer_norm("ln2")(x))
 
 
+def log_std_init(zero_std: bool):
+    """The Gaussian head's ``log_std`` initialiser: ones, as upstream builds it (std ``0.5 * sigmoid(1)``,
+    about 0.37), or zeros after upstream's ``zero_std()``, which its Bi-DexHands runner calls (std 0.25)."""
+    return nn.initializers.zeros if zero_std else nn.initializers.ones
+
+
 class MultiAgentTransformer(nn.Module):
     """Encoder + decoder (or MAT-Dec's decentralised actor) + Gaussian ``log_std``."""
 
@@ -493,6 +499,7 @@ class MultiAgentTransformer(nn.Module):
     n_head: int = 1
     dec_actor: bool = False
     share_actor: bool = False
+    zero_std: bool = False
 
     def setup(self):
         self.encoder = Encoder(self.n_block, self.n_embd, self.n_head)
@@ -501,7 +508,7 @@ class MultiAgentTransformer(nn.Module):
         else:
             self.decoder = Decoder(self.action_dim, self.discrete, self.n_block, self.n_embd, self.n_head)
         if not self.discrete:
-            self.log_std = self.param("log_std", nn.initializers.ones, (self.action_dim,))
+            self.log_std = self.param("log_std", log_std_init(self.zero_std), (self.action_dim,))
 
     def __call__(self, obs: jax.Array, shifted: jax.Array):
         """Initialisation entry point: touches every parameter."""
@@ -546,6 +553,7 @@ class MATConfig:
     n_head: int = 1
     dec_actor: bool = False
     share_actor: bool = False
+    zero_std: bool = False  # continuous actions: start log_std at 0 (std 0.25) instead of 1 (std 0.37)
 
     def __post_init__(self):
         for name in ("n_block", "n_embd", "n_head"):
@@ -574,6 +582,7 @@ class MATPolicy(policy_lib.EncoderDecoderPolicy):
             n_head=config.n_head,
             dec_actor=config.dec_actor,
             share_actor=config.share_actor,
+            zero_std=config.zero_std,
         )
 
     def act(self, params, obs, avail, key, deterministic=False, state=None):

@@ -14,9 +14,10 @@ LayerNorm ("feature normalisation"), then ``n_layers`` blocks of
 Two arrangements (``MLPConfig``):
 
 * MAPPO (``share_actor=True, agent_critic=True``): one actor shared by all
-  agents, fed each agent's observation with its one-hot id appended; a
-  critic per agent on the agent-specific global state ``[state, own obs,
-  one-hot id]`` (MAPPO's "AS" state).
+  agents, fed each agent's observation with its one-hot id appended (unless
+  the environment's observations already end with it, ``EnvSpec.agent_id_in_obs``,
+  as SMAC's do); a critic per agent on the agent-specific global state
+  ``[state, own obs, one-hot id]`` (MAPPO's "AS" state).
 * HAPPO (``share_actor=False, agent_critic=False``): one actor per agent
   (parameters stacked on a leading ``[N]`` axis and vmapped, never a Python
   loop over agents) on its own observation; one critic ``V(state)`` on the
@@ -54,6 +55,7 @@ class MLPConfig:
     n_layers: int = 2
     share_actor: bool = True  # MAPPO: one actor (+ agent id); HAPPO: one per agent
     agent_critic: bool = True  # MAPPO: V_i([state, obs_i, id_i]); HAPPO: V(state)
+    append_agent_id: bool = True  # MAPPO appends the one-hot id itself unless the observations carry it
 
     def __post_init__(self):
         for name in ("hidden", "n_layers"):
@@ -133,10 +135,13 @@ class MLPActorCritic(nn.Module):
         """Initialisation entry point: touches every parameter."""
         return self.actor_out(obs), self.values(obs, state)
 
+    def _ids(self, x: jax.Array) -> jax.Array:
+        return _with_agent_ids(x) if self.config.append_agent_id else x
+
     def actor_out(self, obs: jax.Array) -> jax.Array:
         """``[B, N, O]`` -> ``[B, N, A]``."""
         if self.config.share_actor:
-            return self.actor(_with_agent_ids(obs))
+            return self.actor(self._ids(obs))
         return self.actors(obs)
 
     def values(self, obs: jax.Array, state: jax.Array) -> jax.Array:
@@ -144,7 +149,7 @@ class MLPActorCritic(nn.Module):
         b, n, _ = obs.shape
         if self.config.agent_critic:
             per_agent_state = jnp.broadcast_to(state[:, None, :], (b, n, state.shape[-1]))
-            return self.critic(_with_agent_ids(jnp.concatenate([per_agent_state, obs], axis=-1)))
+            return self.critic(self._ids(jnp.concatenate([per_agent_state, obs], axis=-1)))
         return jnp.broadcast_to(self.critic(state)[:, None], (b, n))
 
 
@@ -163,6 +168,8 @@ class MLPPolicy:
     def __init__(self, spec: EnvSpec, config: MLPConfig = MLPConfig()):
         if spec.state_dim < 1:
             raise ValueError("MAPPO and HAPPO need a world state for their centralised critic; this environment has none")
+        if spec.agent_id_in_obs:
+            config = dataclasses.replace(config, append_agent_id=False)  # the observation already ends with it
         self.spec = spec
         self.config = config
         self.model = MLPActorCritic(spec.n_agents, spec.action_dim, spec.discrete, config)

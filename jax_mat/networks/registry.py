@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from jax_mat.envs.base import EnvSpec
@@ -17,7 +18,7 @@ def _mat(spec: EnvSpec, algo: Any) -> Policy:
 
 def _mat_dec(spec: EnvSpec, algo: Any) -> Policy:
     config = algo.network_config()
-    return MATPolicy(spec, MATConfig(config.n_block, config.n_embd, config.n_head, True, config.share_actor))
+    return MATPolicy(spec, dataclasses.replace(config, dec_actor=True))
 
 
 def _marwkv(spec: EnvSpec, algo: Any) -> Policy:

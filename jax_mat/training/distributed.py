@@ -276,11 +276,11 @@ class ShardedTraining:
     ``init(keys) -> RunnerState`` and ``update(state) -> (state, metrics)`` keep the state sharded as
     ``state_shardings`` says (``update`` donates its input); ``keys`` is ``sweep.run_keys(seed, seeds)``.
     Metrics and evaluation results (``evaluate(params, keys)``, ``train.eval_episodes`` greedy episodes
-    per seed) are replicated, so every process reads the same numbers; for a sweep each is ``[S]``.
+    per seed unless told otherwise) are replicated, so every process reads the same numbers; for a sweep each is ``[S]``.
     ``updates_done(state)`` is the update count on the host. Each program is compiled on first use
     (``compile_aligned``). ``abstract_state`` is the template that restores a checkpoint, written on any
     number of devices, onto this mesh; the ``*_program`` fields are the jitted functions
-    (``.lower(...)``: HLO, cost analysis).
+    (``.lower(...)``: HLO, cost analysis); ``evaluate_program(n_episodes, deterministic)`` builds the evaluation's.
     """
 
     trainer: Any
@@ -289,8 +289,8 @@ class ShardedTraining:
     abstract_keys: jax.ShapeDtypeStruct
     init_program: Callable
     update_program: Callable
-    evaluate_program: Callable
     updates_done_program: Callable
+    _evaluations: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # compiled, by size
 
     def init(self, keys: jax.Array) -> Any:
         return self._compiled_init(replicate(keys, self.mesh))
@@ -298,8 +298,11 @@ class ShardedTraining:
     def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
         return self._compiled_update(state)
 
-    def evaluate(self, params: Any, keys: jax.Array) -> dict[str, jax.Array]:
-        return self._compiled_evaluate(params, replicate(keys, self.mesh))
+    def evaluate(self, params: Any, keys: jax.Array, n_episodes: int | None = None,
+                 deterministic: bool = True) -> dict[str, jax.Array]:
+        """``n_episodes`` (default ``train.eval_episodes``) greedy or sampled episodes per seed."""
+        n_episodes = self.trainer.config.train.eval_episodes if n_episodes is None else n_episodes
+        return self._compiled_evaluation(n_episodes, deterministic)(params, replicate(keys, self.mesh))
 
     def updates_done(self, state: Any) -> int:
         """The updates ``state`` has done (the most over a sweep's seeds)."""
@@ -313,9 +316,22 @@ class ShardedTraining:
     def _compiled_update(self):
         return compile_aligned("update", self.update_program, self.abstract_state)
 
-    @functools.cached_property
-    def _compiled_evaluate(self):
-        return compile_aligned("evaluate", self.evaluate_program, self.abstract_state.params, self.abstract_keys)
+    def evaluate_program(self, n_episodes: int, deterministic: bool = True) -> Callable:
+        """The jitted evaluation of ``n_episodes`` per seed (``Trainer.evaluate``), vmapped over a sweep's seeds."""
+        vmapped = functools.partial(sweep.over_seeds, n_seeds=self.trainer.config.train.seeds,
+                                    spmd_axis_name=SEED_AXIS)
+        params_sharding = jax.tree.map(lambda s: s.sharding, self.abstract_state.params)
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        return jax.jit(vmapped(lambda params, key: self.trainer.evaluate(params, key, n_episodes, deterministic)),
+                       in_shardings=(params_sharding, replicated), out_shardings=replicated)
+
+    def _compiled_evaluation(self, n_episodes: int, deterministic: bool):
+        key = (n_episodes, deterministic)
+        if key not in self._evaluations:
+            self._evaluations[key] = compile_aligned(
+                f"evaluate {n_episodes}", self.evaluate_program(n_episodes, deterministic),
+                self.abstract_state.params, self.abstract_keys)
+        return self._evaluations[key]
 
     @functools.cached_property
     def _compiled_updates_done(self):
@@ -346,7 +362,6 @@ def shard_training(trainer: Any, mesh: Mesh) -> ShardedTraining:
     shapes = jax.eval_shape(init, keys)
     shardings = state_shardings(shapes, mesh, seeds=n_seeds > 1)
     replicated = NamedSharding(mesh, PartitionSpec())
-    n_episodes = trainer.config.train.eval_episodes
     return ShardedTraining(
         trainer=trainer,
         mesh=mesh,
@@ -355,8 +370,6 @@ def shard_training(trainer: Any, mesh: Mesh) -> ShardedTraining:
         init_program=jax.jit(init, in_shardings=replicated, out_shardings=shardings),
         update_program=jax.jit(vmapped(trainer.update), in_shardings=(shardings,),
                                out_shardings=(shardings, replicated), donate_argnums=0),
-        evaluate_program=jax.jit(vmapped(lambda params, key: trainer.evaluate(params, key, n_episodes)),
-                                 in_shardings=(shardings.params, replicated), out_shardings=replicated),
         updates_done_program=jax.jit(lambda state: state.update.max(), in_shardings=(shardings,),
                                      out_shardings=replicated),
     )

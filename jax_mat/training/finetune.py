@@ -148,6 +148,10 @@ def seed_sources(source_seeds: int, target_seeds: int, init_seed: int) -> list[i
     )
 
 
+# Environment options that change the observation size, and so the network's input layer.
+AGENT_FEATURE_OPTIONS = ("obs_agent_id", "obs_last_action")
+
+
 def load(trainer) -> InitWeights:
     """Reads and checks ``trainer.config.train.init_from`` for a new run of ``trainer``.
 
@@ -161,6 +165,13 @@ def load(trainer) -> InitWeights:
         raise ValueError(
             f"--init-from: the source run trained algo={src_cfg.algo.name}, this run is algo={cfg.algo.name}; "
             f"fine-tuning keeps the network: pass algo={src_cfg.algo.name}"
+        )
+    differ = [f"env.{f}" for f in AGENT_FEATURE_OPTIONS if getattr(src_cfg.env, f) != getattr(cfg.env, f)]
+    if differ:
+        source_values = " ".join(f"{k}={str(getattr(src_cfg.env, k[4:])).lower()}" for k in differ)
+        raise ValueError(
+            f"--init-from: the source run's observations were built with {source_values} and this run's are not "
+            f"(its network expects another observation size); pass {source_values} to match the source"
         )
     mapping = seed_sources(src_cfg.train.seeds, cfg.train.seeds, cfg.train.init_seed)
     target_seeds = cfg.train.seeds

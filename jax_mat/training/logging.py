@@ -65,9 +65,17 @@ class RunLogger:
         self.bar.update(env_steps)
 
     def log_eval(self, env_steps: int, per_seed: Sequence[Mapping[str, float]]) -> None:
-        for writer, results in zip(self.writers, per_seed):
+        """An evaluation's figures as ``eval/<name>`` scalars and one JSON line per seed."""
+        for seed, (writer, results) in enumerate(zip(self.writers, per_seed)):
+            record = {"env_steps": env_steps}
+            if self.n_seeds > 1:
+                record["seed"] = seed
             for name, value in results.items():
-                writer.add_scalar(f"eval/{name}", value, env_steps)
+                if math.isfinite(value):
+                    writer.add_scalar(f"eval/{name}", value, env_steps)
+                    record[f"eval/{name}"] = value
+            self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
         self._write_aggregate("eval/", per_seed, env_steps)
 
     def _write_aggregate(self, prefix: str, per_seed: Sequence[Mapping[str, float]], env_steps: int):

@@ -122,19 +122,40 @@ class Trainer:
         state = self.init(key)
         return jax.lax.scan(lambda s, _: self.update(s), state, None, length=self.config.num_updates)
 
-    def evaluate(self, params: Any, key: jax.Array, n_episodes: int) -> dict[str, jax.Array]:
-        """Greedy evaluation: ``n_episodes`` environments, each's first episode counted."""
+    def evaluate(self, params: Any, key: jax.Array, n_episodes: int, deterministic: bool = True
+                 ) -> dict[str, jax.Array]:
+        """``n_episodes`` environments played for one episode each, greedy (``deterministic``) or sampled.
+
+        Returns ``episodes`` (how many finished within ``max_episode_steps``), their ``win_rate``,
+        ``mean_return`` and ``mean_length`` (scalars), and each environment's first episode as
+        ``episode_return`` and ``episode_won`` (``[n_episodes]``; 0 where it did not finish). Only those
+        statistics are carried through the steps, not the trajectories, so large evaluations fit in memory.
+        """
         reset_key, run_key = jax.random.split(key)
         env_state, timestep = rollout.reset_envs(self.env, reset_key, n_episodes)
-        steps = self.env.spec.max_episode_steps
-        _, traj = rollout.collect(self.env, self.policy, params, env_state, timestep, run_key, steps, True)
-        first = jnp.cumsum(traj.done, axis=0) == 1
-        first_done = (traj.done & first).astype(jnp.float32)
-        finished = first_done.sum()
-        per_env = lambda x: (x * first_done).sum(0)
+        zeros = jnp.zeros((n_episodes,), jnp.float32)
+
+        def step(carry, step_key):
+            env_state, ts, finished, episode_return, won, length = carry
+            act_key, env_key = jax.random.split(step_key)
+            actions, _, _ = self.policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
+            env_state, next_ts = rollout.step_envs(self.env, env_key, env_state, actions)
+            first = next_ts.done & ~finished
+            keep = lambda new, old: jnp.where(first, new.astype(jnp.float32), old)
+            carry = (env_state, next_ts, finished | next_ts.done, keep(next_ts.episode_return, episode_return),
+                     keep(next_ts.won, won), keep(next_ts.episode_length, length))
+            return carry, None
+
+        init = (env_state, timestep, jnp.zeros((n_episodes,), bool), zeros, zeros, zeros)
+        steps = jax.random.split(run_key, self.env.spec.max_episode_steps)
+        (_, _, finished, episode_return, won, length), _ = jax.lax.scan(step, init, steps)
+        count = finished.sum().astype(jnp.float32)
+        mean = lambda x: x.sum() / jnp.maximum(count, 1.0)
         return {
-            "episodes": finished,
-            "win_rate": per_env(traj.won).sum() / jnp.maximum(finished, 1.0),
-            "mean_return": per_env(traj.episode_return).sum() / jnp.maximum(finished, 1.0),
-            "mean_length": per_env(traj.episode_length).sum() / jnp.maximum(finished, 1.0),
+            "episodes": count,
+            "win_rate": mean(won),
+            "mean_return": mean(episode_return),
+            "mean_length": mean(length),
+            "episode_return": episode_return,
+            "episode_won": won,
         }

@@ -23,10 +23,21 @@ def seed_keys(base_seed: int, n_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(base_seed + k) for k in range(n_seeds)])
 
 
+# Evaluation results that are one value per episode (``Trainer.evaluate``), not one per seed.
+EPISODE_FIELDS = ("episode_return", "episode_won")
+
+
 def split_seeds(tree: Mapping[str, Any], n_seeds: int) -> list[dict[str, float]]:
-    """``{name: [S]}`` device arrays -> one ``{name: float}`` per seed."""
-    host = jax.device_get(dict(tree))
+    """``{name: [S]}`` device arrays -> one ``{name: float}`` per seed (per-episode fields are left out)."""
+    host = jax.device_get({k: v for k, v in tree.items() if k not in EPISODE_FIELDS})
     return [{k: float(np.asarray(v).reshape(n_seeds)[s]) for k, v in host.items()} for s in range(n_seeds)]
+
+
+def split_episodes(tree: Mapping[str, Any], n_seeds: int) -> list[dict[str, list[float]]]:
+    """The per-episode fields of an evaluation, ``{name: [S, episodes]}`` -> one ``{name: [floats]}`` per seed."""
+    host = jax.device_get({k: tree[k] for k in EPISODE_FIELDS if k in tree})
+    return [{k: np.asarray(v).reshape(n_seeds, -1)[s].astype(float).tolist() for k, v in host.items()}
+            for s in range(n_seeds)]
 
 
 def interquartile_mean(values: Sequence[float]) -> float:
@@ -73,10 +84,11 @@ def state_template(trainer) -> Any:
     return jax.eval_shape(over_seeds(trainer.init, n_seeds), run_keys(trainer.config.seed, n_seeds))
 
 
-def evaluate_seeds(trainer, params: Any, base_seed: int, n_episodes: int) -> list[dict[str, float]]:
-    """Greedy evaluation of each seed's ``params`` (keys ``PRNGKey(base_seed + k)``), one dict per seed."""
+def evaluate_seeds(trainer, params: Any, base_seed: int, n_episodes: int,
+                   deterministic: bool = True) -> list[dict[str, float]]:
+    """Greedy (or sampled) evaluation of each seed's ``params`` (keys ``PRNGKey(base_seed + k)``), one dict per seed."""
     n_seeds = trainer.config.train.seeds
-    evaluate = jax.jit(over_seeds(lambda p, k: trainer.evaluate(p, k, n_episodes), n_seeds))
+    evaluate = jax.jit(over_seeds(lambda p, k: trainer.evaluate(p, k, n_episodes, deterministic), n_seeds))
     return split_seeds(evaluate(params, run_keys(base_seed, n_seeds)), n_seeds)
 
 
