@@ -6,7 +6,8 @@ draws one line per group of runs (an algorithm, say): the mean over every
 seed of every run in the group, each seed's curve first smoothed by a moving
 average and interpolated onto the union of the logged steps, with a band of
 one standard deviation over seeds. ``score_table`` gives each group's final
-greedy evaluation (``eval.json``) as a Markdown table.
+greedy evaluation or absolute metric (``eval.json``) as a Markdown table: the
+mean over seeds with its 95% bootstrap interval, and the IQM.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jax_mat.training import sweep
+from jax_mat import statistics
 
 Curve = tuple[np.ndarray, np.ndarray]  # (env steps [T], values [T])
 
@@ -137,25 +138,50 @@ def plot_learning_curves(
             os.remove(tmp)
 
 
-def eval_results(run_dir: str) -> list[dict]:
-    """The per-seed greedy evaluation results in a run's ``eval.json``."""
+def eval_results(run_dir: str, absolute: bool = False) -> list[dict]:
+    """The per-seed results in a run's ``eval.json``: the final greedy evaluation, or with ``absolute`` the
+    absolute metric (each seed's best periodic evaluation replayed on 10x the episodes)."""
     path = os.path.join(run_dir, "eval.json")
     if not os.path.isfile(path):
         raise ValueError(f"{run_dir} has no eval.json (the run has not finished)")
     with open(path) as f:
         results = json.load(f)
+    if absolute:
+        if "absolute" not in results:
+            raise ValueError(f"{run_dir}'s eval.json has no absolute metric (a run from before jax_mat recorded it)")
+        results = results["absolute"]
     return results.get("per_seed", [results])
 
 
-def score_table(groups: Mapping[str, Sequence[str]], keys: Sequence[str] = ("win_rate", "mean_return")) -> str:
-    """A Markdown table of each group's final greedy evaluation: mean ± std and IQM over seeds."""
-    header = "| run | seeds | " + " | ".join(f"{k} (mean ± std) | {k} (IQM)" for k in keys) + " |"
+def format_estimate(stats: Mapping[str, float]) -> str:
+    """``mean [ci_low, ci_high]`` (or the mean alone where one seed gives no interval)."""
+    if not math.isfinite(stats["ci_low"]):
+        return f"{stats['mean']:.3f}"
+    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+
+
+def score_table(groups: Mapping[str, Sequence[str]], keys: Sequence[str] = ("win_rate", "mean_return"),
+                absolute: bool = False) -> str:
+    """A Markdown table of each group's evaluation over seeds: the mean with its 95% bootstrap interval
+    (``jax_mat.statistics``; none with one seed) and the IQM. ``absolute``: the absolute metric instead of
+    the final evaluation."""
+    header = "| run | seeds | " + " | ".join(f"{k} (mean [95% CI]) | {k} (IQM)" for k in keys) + " |"
     lines = [header, "|" + "---|" * (2 + 2 * len(keys))]
     for label, run_dirs in groups.items():
-        seeds = [r for run_dir in run_dirs for r in eval_results(run_dir)]
+        seeds = [r for run_dir in run_dirs for r in eval_results(run_dir, absolute)]
         cells = []
         for k in keys:
-            stats = sweep.statistics([float(s.get(k, math.nan)) for s in seeds])
-            cells += [f"{stats['mean']:.3f} ± {stats['std']:.3f}", f"{stats['iqm']:.3f}"]
+            stats = statistics.summary([float(s.get(k, math.nan)) for s in seeds])
+            cells += [format_estimate(stats), f"{stats['iqm']:.3f}"]
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def score_report(groups: Mapping[str, Sequence[str]], keys: Sequence[str] = ("win_rate", "mean_return")) -> str:
+    """The final evaluation's ``score_table`` and, where every run recorded it, the absolute metric's."""
+    report = "Final evaluation (eval.json, greedy):\n\n" + score_table(groups, keys)
+    try:
+        absolute = score_table(groups, keys, absolute=True)
+    except ValueError:
+        return report
+    return report + "\nAbsolute metric (each seed's best periodic evaluation on 10x the episodes):\n\n" + absolute

@@ -8,7 +8,7 @@ Each algorithm trains as ``python -m jax_mat.train CONFIG algo=<name> key=value 
 --run-dir DIR/<name>`` (the algorithm's own config file, then your overrides); each seed logs to its
 own TensorBoard run and the sweep's mean/std/IQM to another. Then ``DIR/compare.png`` shows the
 learning curves (mean and one-std band over seeds, one line per algorithm) and ``DIR/scores.md`` the
-final greedy evaluations. An algorithm whose run directory already holds a finished run is not
+final greedy evaluations and the absolute metric (mean over seeds with its 95% bootstrap interval, IQM). An algorithm whose run directory already holds a finished run is not
 trained again; an unfinished one is resumed. Use ``--tag episode/return`` for MuJoCo.
 """
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     title = f"{os.path.basename(os.path.normpath(args.out))}: {args.tag}"
     try:
         plotting.plot_learning_curves(groups, args.tag, figure, window=args.smooth, title=title)
-        table = plotting.score_table(groups)
+        table = plotting.score_report(groups)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

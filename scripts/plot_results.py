@@ -8,9 +8,10 @@ Reads each run's TensorBoard event files (``tb/`` or ``tb/seed_<k>/``) and
 draws one line per algorithm (runs of the same algorithm, and the seeds of a
 sweep, are pooled: mean with a one-std band over seeds; ``--group-by run``
 gives each run its own line). Steps on the x axis are environment steps.
-``--table`` also writes the final greedy evaluations (``eval.json``) as a
-Markdown table (mean ± std and IQM over seeds); it is printed either way when
-every run has finished.
+``--table`` also writes the final greedy evaluations (``eval.json``) and, where
+recorded, the absolute metric as Markdown tables (per group: the mean over
+seeds with its 95% bootstrap interval, and the IQM; ``jax_mat.statistics``);
+they are printed either way when every run has finished.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         plotting.plot_learning_curves(groups, args.tag, args.out, window=args.smooth, title=args.title)
         print(f"wrote {args.out}")
         try:
-            table = plotting.score_table(groups)
+            table = plotting.score_report(groups)
         except ValueError as err:
             if args.table:
                 raise

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_mat.statistics import interquartile_mean
+
 
 def seed_keys(base_seed: int, n_seeds: int) -> jax.Array:
     """``[n_seeds, 2]`` keys: ``PRNGKey(base_seed + k)`` for seed ``k``."""
@@ -38,15 +40,6 @@ def split_episodes(tree: Mapping[str, Any], n_seeds: int) -> list[dict[str, list
     host = jax.device_get({k: tree[k] for k in EPISODE_FIELDS if k in tree})
     return [{k: np.asarray(v).reshape(n_seeds, -1)[s].astype(float).tolist() for k, v in host.items()}
             for s in range(n_seeds)]
-
-
-def interquartile_mean(values: Sequence[float]) -> float:
-    """The mean of the middle 50% of the finite ``values`` (each end trimmed by ``floor(n / 4)``); NaN if none."""
-    x = np.sort(np.asarray([v for v in values if math.isfinite(v)], np.float64))
-    if x.size == 0:
-        return math.nan
-    cut = x.size // 4
-    return float(x[cut : x.size - cut].mean())
 
 
 def statistics(values: Sequence[float]) -> dict[str, float]:
