@@ -1,8 +1,9 @@
 """Evaluate a run's checkpoint greedily: ``python -m jax_mat.evaluate RUN_DIR [--episodes 32]``.
 
 Loads ``RUN_DIR/config.yaml`` and the last complete (or ``--step``)
-checkpoint, plays ``--episodes`` episodes with deterministic actions, prints
-the win rate and mean return, and with ``--out FILE`` also writes them as JSON.
+checkpoint, plays ``--episodes`` episodes with deterministic actions (sampled
+ones with ``--stochastic``), prints the win rate and mean return, and with
+``--out FILE`` also writes them as JSON.
 
 ``--per-map`` (``smax_multi`` runs): ``--episodes`` greedy episodes on each of
 the run's maps (padded as in training); the top-level figures are then the
@@ -48,8 +49,9 @@ def load_run(run_dir: str, step: int | None = None):
 
 
 def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int = 0,
-                 per_map: bool = False) -> dict:
-    """Greedy evaluation of a run's checkpoint; raises ``ValueError`` on a bad run directory or option."""
+                 per_map: bool = False, deterministic: bool = True) -> dict:
+    """Greedy (or, with ``deterministic=False``, sampled) evaluation of a run's checkpoint; raises
+    ``ValueError`` on a bad run directory or option."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     cfg = _run_config(run_dir)
@@ -65,15 +67,17 @@ def evaluate_run(run_dir: str, episodes: int, step: int | None = None, seed: int
     from jax_mat.training.runner import Trainer
 
     cfg, trainer, state, used_step = load_run(run_dir, step)
-    extra = {"checkpoint_update": used_step, "seeds": cfg.train.seeds, "deterministic": True}
+    extra = {"checkpoint_update": used_step, "seeds": cfg.train.seeds, "deterministic": deterministic}
     try:
         with reporting_host_errors(trainer.env):
             if not per_map:
-                return sweep.summarize(sweep.evaluate_seeds(trainer, state.params, seed, episodes), extra)
+                return sweep.summarize(sweep.evaluate_seeds(trainer, state.params, seed, episodes, deterministic),
+                                       extra)
             maps = {}
             for name in cfg.env.maps:
                 one_map = Trainer(cfg, trainer.env.only(name), trainer.policy)
-                maps[name] = sweep.summarize(sweep.evaluate_seeds(one_map, state.params, seed, episodes), {})
+                maps[name] = sweep.summarize(
+                    sweep.evaluate_seeds(one_map, state.params, seed, episodes, deterministic), {})
     finally:
         if hasattr(trainer.env, "close"):
             trainer.env.close()  # a host bridge's worker processes
@@ -119,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the results to this JSON file")
     parser.add_argument("--per-map", action="store_true", help="smax_multi: --episodes episodes on each map")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy ones")
     parser.add_argument("--render", metavar="OUT.gif", help="write an animation of one greedy episode instead")
     parser.add_argument("--map", help="with --render on a smax_multi run: the map to play (default the first)")
     parser.add_argument("--render-steps", type=int, metavar="N", help="with --render: show at most N steps")
@@ -134,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{shown['steps']} steps ({shown['frames']} frames), {shown['outcome'] or 'unfinished'}, "
                   f"return {shown['episode_return']:.2f}")
             return 0
-        results = evaluate_run(args.run_dir, args.episodes, args.step, args.seed, args.per_map)
+        if args.stochastic and args.render:
+            raise ValueError("--stochastic applies to evaluation; --render plays a greedy episode")
+        results = evaluate_run(args.run_dir, args.episodes, args.step, args.seed, args.per_map, not args.stochastic)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -145,10 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     wins = has_wins(_run_config(args.run_dir).env)
     seeds = f" (mean over {results['seeds']} seeds)" if results["seeds"] > 1 else ""
+    mode = "greedy" if results["deterministic"] else "sampled"
     for name, r in results.get("per_map", {}).items():
-        print(f"  {name}: {int(r['episodes'])} greedy episodes, {_scores(r, wins)}")
+        print(f"  {name}: {int(r['episodes'])} {mode} episodes, {_scores(r, wins)}")
     over = " (mean over maps)" if "per_map" in results else ""
-    print(f"checkpoint update {results['checkpoint_update']}: {int(results['episodes'])} greedy episodes{seeds}, "
+    print(f"checkpoint update {results['checkpoint_update']}: {int(results['episodes'])} {mode} episodes{seeds}, "
           f"{_scores(results, wins)}{over}")
     if args.out:
         with open(args.out, "w") as f:

@@ -80,6 +80,8 @@ def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
     from jax_mat import evaluate
     assert evaluate.main([str(run_dir), "--episodes", "3"]) == 0
     assert "checkpoint update 3: 3 greedy episodes" in capfd.readouterr().out
+    assert evaluate.main([str(run_dir), "--episodes", "3", "--stochastic"]) == 0
+    assert "checkpoint update 3: 3 sampled episodes" in capfd.readouterr().out
 
 
 def test_resume_after_sigkill_equals_straight_run(tmp_path):
@@ -133,17 +135,26 @@ def test_vmapped_seeds_equal_single_seed_runs():
 @pytest.mark.slow  # default-suite time on the 2-core CI machine; run by scripts/check_slow_tests.sh
 def test_cli_seed_sweep_equals_single_seed_runs_and_logs_each_seed(tmp_path, capfd):
     sweep_dir, single_dir = tmp_path / "sweep", tmp_path / "single"
-    assert train.main([*_tiny(2), "seed=5", "--seeds", "2", "--run-dir", str(sweep_dir), "--no-progress"]) == 0
-    assert train.main([*_tiny(2), "seed=6", "--run-dir", str(single_dir), "--no-progress"]) == 0
+    every = "train.eval_every=1"
+    assert train.main([*_tiny(2), every, "seed=5", "--seeds", "2", "--run-dir", str(sweep_dir), "--no-progress"]) == 0
+    assert train.main([*_tiny(2), every, "seed=6", "--run-dir", str(single_dir), "--no-progress"]) == 0
     swept, single = _params_of(sweep_dir), _params_of(single_dir)
     for x, y in zip(jax.tree.leaves(swept), jax.tree.leaves(single)):
         assert x.shape == (2, *y.shape)
         np.testing.assert_allclose(x[1], y, rtol=1e-5, atol=1e-6)  # seed index 1 of base 5 is seed 6
     assert sorted(p.name for p in (sweep_dir / "tb").iterdir()) == ["aggregate", "seed_0", "seed_1"]
     lines = [json.loads(x) for x in (sweep_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in lines if "loss/total" in x]
     assert [(x["env_steps"], x["seed"]) for x in lines] == [(32, 0), (32, 1), (64, 0), (64, 1)]
     results = json.loads((sweep_dir / "eval.json").read_text())
     single_results = json.loads((single_dir / "eval.json").read_text())
+    # Every seed is evaluated periodically, and seed 1 of the sweep exactly as the single run with its seed.
+    sweep_records = [json.loads(x) for x in (sweep_dir / "evaluations.jsonl").read_text().splitlines()]
+    single_records = [json.loads(x) for x in (single_dir / "evaluations.jsonl").read_text().splitlines()]
+    assert [(r["update"], r["seed"]) for r in sweep_records] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert [r["episode_return"] for r in sweep_records if r["seed"] == 1] == pytest.approx(
+        [r["episode_return"] for r in single_records], abs=1e-5)
+    assert len(results["absolute"]["per_seed"]) == 2
     assert results["seeds"] == 2 and len(results["per_seed"]) == 2
     assert results["per_seed"][1]["mean_return"] == pytest.approx(single_results["mean_return"], abs=1e-5)
     stats = results["statistics"]["mean_return"]
