@@ -97,14 +97,24 @@ class Evaluations:
         """Each seed's best parameters (its ``final_params`` if never evaluated) on ``ABSOLUTE_FACTOR`` times
         the episodes: ``(per-seed results with the update they come from, per-seed episodes)``."""
         params = final_params if self.best_params is None else self._best_or_final(final_params)
-        n_episodes = ABSOLUTE_FACTOR * self.cfg.train.eval_episodes
-        keys = evaluation_keys(self.cfg.seed, self.n_seeds, _ABSOLUTE_STREAM, 0)
-        raw = self.training.evaluate(params, keys, n_episodes, self.greedy)
-        per_seed = sweep.split_seeds(raw, self.n_seeds)
+        # ABSOLUTE_FACTOR rounds of train.eval_episodes: the periodic evaluation's program (and, for a host
+        # bridge, its pool of simulators) serves again.
+        episodes = [{} for _ in range(self.n_seeds)]
+        for count in range(ABSOLUTE_FACTOR):
+            keys = evaluation_keys(self.cfg.seed, self.n_seeds, _ABSOLUTE_STREAM, count)
+            raw = self.training.evaluate(params, keys, self.cfg.train.eval_episodes, self.greedy)
+            for seed, part in enumerate(sweep.split_episodes(raw, self.n_seeds)):
+                for name, values in part.items():
+                    episodes[seed].setdefault(name, []).extend(values)
         final_update = self.cfg.num_updates
-        for seed, results in enumerate(per_seed):
-            results["update"] = int(self.best_updates[seed]) if self.best_updates[seed] >= 0 else final_update
-        return per_seed, sweep.split_episodes(raw, self.n_seeds)
+        per_seed = []
+        for seed, part in enumerate(episodes):
+            returns, won = np.asarray(part["episode_return"]), np.asarray(part["episode_won"])
+            per_seed.append({
+                "episodes": float(returns.size), "win_rate": float(won.mean()), "mean_return": float(returns.mean()),
+                "update": int(self.best_updates[seed]) if self.best_updates[seed] >= 0 else final_update,
+            })
+        return per_seed, episodes
 
     def close(self) -> None:
         self._best.close()
