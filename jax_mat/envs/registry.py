@@ -137,7 +137,7 @@ class EnvEntry:
     # Why its environment batch cannot be split over devices ("": it can: per-environment arrays in XLA).
     no_device_split: str = ""
     has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
-    # The report's domain, whose per-algorithm settings ``configs/algo/<domain>/<algo>.yaml`` apply.
+    # The report's domain, whose per-algorithm settings ``jax_mat/configs/algo/<domain>/<algo>.yaml`` apply.
     domain: str = ""
 
 
@@ -266,7 +266,7 @@ def env_fields(name: str) -> tuple[str, ...]:
 
 def domain(name: str) -> str:
     """The report's domain of environment ``name`` (SMAX and SMAC: ``"smac"``), whose per-algorithm settings
-    ``configs/algo/<domain>/<algo>.yaml`` hold; an unknown name is its own (``check_env_config`` reports it)."""
+    ``jax_mat/configs/algo/<domain>/<algo>.yaml`` hold; an unknown name is its own (``check_env_config`` reports it)."""
     entry = _ENTRIES.get(name)
     return entry.domain if entry is not None else name
 
