@@ -36,11 +36,14 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.quiet_import import quiet_import
 
 # Importing jaxmarl takes several seconds (it imports every environment); this
-# module is therefore only imported lazily by ``envs.registry``.
-from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
-from jaxmarl.environments.smax import smax_env as _jaxmarl_smax
+# module is therefore only imported lazily by ``envs.registry``. It is the one
+# module that imports jaxmarl (``smax_multi`` and ``render`` reach it through here).
+with quiet_import():
+    from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
+    from jaxmarl.environments.smax import smax_env as _jaxmarl_smax
 
 # Per-unit world-state features: health fraction, x, y, weapon cooldown
 # fraction and the unit-type one-hot (all zero for a dead unit), then alive and
