@@ -96,6 +96,15 @@ def known_smax_maps() -> tuple[str, ...]:
     return tuple(_jaxmarl_smax.MAP_NAME_TO_SCENARIO)
 
 
+def map_summary(map_name: str) -> str:
+    """``"3 allies vs 3 enemies"``, with how SMACv2 maps draw their units (``python -m jax_mat.train --list``)."""
+    scenario = map_name_to_scenario(map_name)
+    drawn = [what for what, flag in (("unit types", scenario.smacv2_unit_type_generation),
+                                     ("positions", scenario.smacv2_position_generation)) if flag]
+    summary = f"{scenario.num_allies} allies vs {scenario.num_enemies} enemies"
+    return summary + (f", random {' and '.join(drawn)} each episode (SMACv2)" if drawn else "")
+
+
 def check_smax_map(map_name: str) -> None:
     """Raises ``ValueError`` (listing the known maps) unless SMAX has ``map_name``."""
     known = known_smax_maps()
