@@ -189,7 +189,13 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     if resume:
-        state = checkpointer.restore(training.abstract_state)
+        # The newest checkpoint that restores; newer damaged ones are moved aside (kept), so that the run can
+        # save those updates again.
+        found = checkpointer.restore_latest(training.abstract_state)
+        moved = {err.step: checkpointer.set_aside(err.step) for err in found.damaged}
+        if primary:
+            checkpointer.warn_skipped(found, moved)
+        state = found.value
     else:
         if primary:
             os.makedirs(run_dir, exist_ok=True)
