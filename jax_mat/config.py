@@ -3,27 +3,31 @@
 A run is described by one ``Config`` (``env``, ``algo``, ``train``, ``seed``,
 ``name``). ``load_config`` builds it in layers, later layers winning:
 
-1. ``configs/default.yaml`` (the default run);
+1. ``jax_mat/configs/default.yaml`` (the default run);
 2. the named config: a path, or a name such as ``smax_3s5z`` meaning
-   ``configs/experiment/smax_3s5z.yaml``;
+   ``jax_mat/configs/experiment/smax_3s5z.yaml``;
 3. section selectors from the overrides, in the order given: ``algo=mat_dec``
-   loads ``configs/algo/mat_dec.yaml``, ``env=smax_3s5z`` loads
-   ``configs/env/smax_3s5z.yaml``;
+   loads ``jax_mat/configs/algo/mat_dec.yaml``, ``env=smax_3s5z`` loads
+   ``jax_mat/configs/env/smax_3s5z.yaml``;
 4. when an override sets ``env.map`` (or ``env.task``), the per-map file
-   ``configs/env/<env.name>_<env.map>.yaml`` (``<env.name>_<env.task>.yaml``)
+   ``jax_mat/configs/env/<env.name>_<env.map>.yaml`` (``<env.name>_<env.task>.yaml``)
    if it exists (the report's per-map epochs, clip and steps);
 5. the dotted overrides themselves (``algo.lr=1e-3 train.total_steps=2e6``), so
    a key given explicitly always beats a per-map or selected file.
 
 Between 1 and 2 sits the algorithm's settings for the environment's domain,
-``configs/algo/<domain>/<algo.name>.yaml`` if it exists (the report's
+``jax_mat/configs/algo/<domain>/<algo.name>.yaml`` if it exists (the report's
 per-domain settings, such as MARWKV's learning rate on SMAC, Table 2; the
 domain is ``envs.registry.domain(env.name)``: ``smac`` for smax, smax_multi
 and smac), with ``env.name`` and ``algo.name`` as the later layers set them:
 any file the run names, and any explicit key, beats it.
 
+The ``jax_mat/configs/`` files travel with the package (package data, found
+through ``importlib.resources`` wherever it is installed); your own YAML files
+(a named config given as a path, or its includes) layer on top of them.
+
 A YAML file may ``include:`` other files (a path or a list of paths, relative to
-``configs/`` or else to the including file); the including file's own keys win
+``jax_mat/configs/`` or else to the including file); the including file's own keys win
 over its includes, and a later include wins over an earlier one.
 
 Every value is coerced to its field's declared type (``2e6`` becomes the int
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import math
 import os
 import tempfile
@@ -45,7 +50,25 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _shipped_configs_dir() -> Path:
+    """The folder of the configs shipped with the package (``jax_mat/configs/``, package data).
+
+    Found through ``importlib.resources``, so it is wherever the package is installed (a wheel, ``pip
+    install .``, an editable checkout), whatever the working directory. The loader reads them as files (an
+    include names a path), so the package must be installed as files on disk, as pip installs it.
+    """
+    folder = importlib.resources.files("jax_mat") / "configs"
+    if not isinstance(folder, Path):
+        raise ImportError(
+            f"jax_mat reads its shipped configs as files, but the package is imported from {folder!r} "
+            f"(not a folder on disk); install it with pip"
+        )
+    return folder
+
+
+CONFIGS_DIR = _shipped_configs_dir()
 KNOWN_ALGOS = ("mat", "mat_dec", "marwkv", "mat_rwkv", "mappo", "happo")
 RWKV_ALGOS = ("marwkv", "mat_rwkv")
 MLP_ALGOS = ("mappo", "happo")
@@ -549,7 +572,7 @@ def _typed(flat: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _resolve_include(name: str, including_file: Path) -> Path:
-    """An include path: absolute, or relative to ``configs/``, or to the including file."""
+    """An include path: absolute, or relative to ``jax_mat/configs/``, or to the including file."""
     path = Path(name)
     candidates = [path] if path.is_absolute() else [CONFIGS_DIR / path, including_file.parent / path]
     for candidate in candidates:
@@ -604,7 +627,7 @@ def _yaml_files(folder: Path) -> list[str]:
 
 
 def _named_config_path(config: str) -> Path:
-    """A config argument as a file: an existing path, else ``configs/experiment/<name>.yaml``."""
+    """A config argument as a file: an existing path, else ``jax_mat/configs/experiment/<name>.yaml``."""
     path = Path(config)
     if path.is_file():
         return path
@@ -622,8 +645,8 @@ def _named_config_path(config: str) -> Path:
 
 
 def _section_file(section: str, name: str) -> Path:
-    """``configs/<section>/<name>.yaml`` for a selector such as ``algo=mat_dec``."""
-    path = CONFIGS_DIR / section / f"{name}.yaml"
+    """``jax_mat/configs/<section>/<name>.yaml`` for a selector such as ``algo=mat_dec``."""
+    path = shipped_file(section, name)
     if path.is_file():
         return path
     known = _yaml_files(CONFIGS_DIR / section)
@@ -688,8 +711,18 @@ def _build(flat: Mapping[str, Any]) -> Config:
 
 
 def known_experiments() -> tuple[str, ...]:
-    """Names accepted as ``config_path`` from ``configs/experiment/`` (``smax_3m``, ...)."""
+    """Names accepted as ``config_path`` from ``jax_mat/configs/experiment/`` (``smax_3m``, ...)."""
     return tuple(_yaml_files(CONFIGS_DIR / "experiment"))
+
+
+def known_selectors(section: str) -> tuple[str, ...]:
+    """Names a selector accepts: ``known_selectors("algo")`` -> ``("happo", "mappo", ...)`` for ``algo=NAME``."""
+    return tuple(_yaml_files(CONFIGS_DIR / section))
+
+
+def shipped_file(section: str, name: str) -> Path:
+    """The shipped YAML file of selector ``section=name`` (``section="experiment"``: a named config)."""
+    return CONFIGS_DIR / section / f"{name}.yaml"
 
 
 def split_cli_args(args: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -709,7 +742,7 @@ def load_config(config_path: str | None = None, overrides: Sequence[str] = ()) -
 
     Args:
       config_path: None for the default run, a YAML path, or an experiment
-        name (``smax_3s5z`` -> ``configs/experiment/smax_3s5z.yaml``).
+        name (``smax_3s5z`` -> ``jax_mat/configs/experiment/smax_3s5z.yaml``).
       overrides: ``key=value`` strings: dotted keys (``algo.lr=1e-3``,
         ``seed=3``) or section selectors (``algo=mat_dec``, ``env=smax_3s5z``).
 
@@ -804,7 +837,7 @@ def save_config(cfg: Config, path: str | os.PathLike, versions: Mapping[str, str
 def config_from_file(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Re-reads a config written by ``save_config`` (for ``--resume``).
 
-    Only ``path`` is read (not ``configs/default.yaml``): keys missing from it
+    Only ``path`` is read (not ``jax_mat/configs/default.yaml``): keys missing from it
     keep the dataclass defaults. ``overrides`` may change single keys (for
     example ``train.total_steps=2e6`` to extend a run); selectors such as
     ``algo=mat_dec`` are refused, since a resumed run keeps its algorithm and

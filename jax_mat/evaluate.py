@@ -1,9 +1,10 @@
 """Evaluate a run's checkpoint greedily: ``python -m jax_mat.evaluate RUN_DIR [--episodes 32]``.
 
-Loads ``RUN_DIR/config.yaml`` and the last complete (or ``--step``)
-checkpoint, plays ``--episodes`` episodes with deterministic actions (sampled
-ones with ``--stochastic``), prints the win rate and mean return, and with
-``--out FILE`` also writes them as JSON.
+Loads ``RUN_DIR/config.yaml`` and the last complete checkpoint that can be read
+(a newer damaged one is named in a warning), or the ``--step`` checkpoint, plays
+``--episodes`` episodes with deterministic actions (sampled ones with
+``--stochastic``), prints the win rate and mean return, and with ``--out FILE``
+also writes them as JSON.
 
 ``--per-map`` (``smax_multi`` runs): ``--episodes`` greedy episodes on each of
 the run's maps (padded as in training); the top-level figures are then the
@@ -41,8 +42,12 @@ def load_run(run_dir: str, step: int | None = None):
     trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     try:
-        state = checkpointer.restore(sweep.state_template(trainer), step)
-        used_step = step if step is not None else checkpointer.latest_step()
+        if step is None:  # the newest that restores; a newer damaged one is named in a warning and left alone
+            found = checkpointer.restore_latest(sweep.state_template(trainer))
+            checkpointer.warn_skipped(found)
+            state, used_step = found.value, found.step
+        else:
+            state, used_step = checkpointer.restore(sweep.state_template(trainer), step), step
     finally:
         checkpointer.close()
     return cfg, trainer, state, int(used_step)

@@ -3,6 +3,7 @@
 Examples::
 
     python -m jax_mat.train                                  # MAT on SMAX 3m, minutes on a CPU
+    python -m jax_mat.train --list                           # what the package knows, one line each
     python -m jax_mat.train env.map=3s5z algo.lr=1e-3 train.total_steps=2e6 seed=3
     python -m jax_mat.train smax_2s3z --run-dir runs/mine
     python -m jax_mat.train --resume runs/mat-smax-3m-20261124-101500
@@ -60,6 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reset-optimizer", action="store_true",
                         help="with --init-from: a fresh optimiser state (= train.reset_optimizer=true)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--list", action="store_true",
+                        help="list the algorithms, environments, maps, tasks and named experiments, then exit")
+    parser.add_argument("--version", action="store_true", help="print jax_mat's and its key dependencies' versions")
     # Overrides may come before, between or after the flags (``--init-from RUN env=mujoco ...``).
     return parser.parse_intermixed_args(argv)
 
@@ -185,7 +189,13 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
     checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
     if resume:
-        state = checkpointer.restore(training.abstract_state)
+        # The newest checkpoint that restores; newer damaged ones are moved aside (kept), so that the run can
+        # save those updates again.
+        found = checkpointer.restore_latest(training.abstract_state)
+        moved = {err.step: checkpointer.set_aside(err.step) for err in found.damaged}
+        if primary:
+            checkpointer.warn_skipped(found, moved)
+        state = found.value
     else:
         if primary:
             os.makedirs(run_dir, exist_ok=True)
@@ -299,8 +309,26 @@ def join_processes(args: argparse.Namespace) -> None:
         )
 
 
+def _inform(args: argparse.Namespace) -> int:
+    """``--version`` and ``--list``: print what the installed package is and knows; nothing is compiled."""
+    if args.items or args.resume or args.run_dir or args.init_from:
+        print("error: --list and --version take no config, overrides or run directory", file=sys.stderr)
+        return 2
+    if args.version:
+        from jax_mat.versions import version_lines
+
+        print(version_lines())
+    if args.list:
+        from jax_mat.catalog import listing
+
+        print(listing())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list or args.version:
+        return _inform(args)
     try:
         join_processes(args)
         cfg, run_dir, resume = resolve(args)

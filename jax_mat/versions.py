@@ -27,3 +27,9 @@ def package_versions() -> dict[str, str]:
     """``{"jax_mat": ..., "python": ..., "jax": ..., ...}`` of this interpreter."""
     return {"jax_mat": __version__, "python": platform.python_version(),
             **{name: _installed(name) for name in RECORDED_PACKAGES}}
+
+
+def version_lines() -> str:
+    """``jax_mat 0.1.0`` then one ``  name version`` line per recorded dependency (``--version``)."""
+    versions = package_versions()
+    return "\n".join([f"jax_mat {versions.pop('jax_mat')}", *(f"  {name} {v}" for name, v in versions.items())])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Few-shot robustness on multi-agent HalfCheetah 6x1 (the report's Figure 17 shape), CPU-sized.
 #
-#   1. pretrain each algorithm on the intact robot (configs/experiment/mujoco_halfcheetah_6x1_cpu.yaml);
+#   1. pretrain each algorithm on the intact robot (jax_mat/configs/experiment/mujoco_halfcheetah_6x1_cpu.yaml);
 #   2. for each disabled joint: fine-tune the pretrained policy (--init-from, fresh Adam state) and train
 #      from scratch, both for the same budget FINETUNE_STEPS;
 #   3. plot, per joint, the fine-tuned and scratch learning curves (scripts/plot_results.py, episode/return).

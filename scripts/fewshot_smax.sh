@@ -65,7 +65,7 @@ from jax_mat.envs.smax_multi import common_sizes
 try:
     print(*common_sizes(sys.argv[1].split(',') + sys.argv[2].split(',')))
 except ValueError as err:
-    sys.exit(f'error: {err}')" "$TRAIN_MAPS" "$HELDOUT_MAPS" | tail -n 1)  # tail: jaxmarl prints on import
+    sys.exit(f'error: {err}')" "$TRAIN_MAPS" "$HELDOUT_MAPS")
 read -r PAD_ALLIES PAD_ENEMIES <<< "$sizes"
 PAD=("env.pad_allies=$PAD_ALLIES" "env.pad_enemies=$PAD_ENEMIES")
 echo "== padding every map to $PAD_ALLIES allies and $PAD_ENEMIES enemies"

@@ -7,7 +7,7 @@
 
 Each (map, algorithm) trains as ``python -m jax_mat.train algo=<algo> env.map=<map> key=value ...
 --seeds N --run-dir OUT/<map>/<algo>`` (seeds vmapped in one program) with the map's per-map settings
-(``jax_mat``'s ``configs/env/smax_<map>.yaml``: the paper's budget, epochs and clip) and the faithful SMAC
+(``jax_mat/configs/env/smax_<map>.yaml``: the paper's budget, epochs and clip) and the faithful SMAC
 defaults (``env.time_limit=smac``, agent ids and last actions, value masks off). ``--budget STEPS`` trains
 every map for STEPS environment steps instead (a multiple of one update). Finished runs (``eval.json``) are
 not trained again; an unfinished one is continued with ``--resume`` (without it the script stops and says

@@ -1,9 +1,11 @@
 """Run directories without training: a config and one checkpoint of a fresh ``RunnerState``.
 
-For tests of what reads run directories (``--render``, ``--init-from``) where the parameters' values do not matter.
+For tests of what reads run directories (``--render``, ``--init-from``, damaged checkpoints) where the parameters'
+values do not matter.
 """
 
 import os
+import pathlib
 
 import jax
 
@@ -34,3 +36,12 @@ def untrained_run(run_dir, overrides, update=0, with_checkpoint=True):
     finally:
         checkpointer.close()
     return state
+
+
+def truncate_arrays(step_dir: pathlib.Path) -> None:
+    """Cuts every array data file of one checkpoint to 10 bytes (a disk that lost their tails)."""
+    data = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data, f"no array data files under {step_dir}"
+    for path in data:
+        with open(path, "r+b") as f:
+            f.truncate(10)

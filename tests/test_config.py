@@ -84,7 +84,7 @@ def test_algo_selectors_load_marwkv_versions_and_the_hybrid():
 
 
 def test_domain_settings_of_an_algorithm_apply_after_selectors_and_before_explicit_keys(tmp_path):
-    # MARWKV's SMAC learning rate (report Table 2) lives in configs/algo/smax/marwkv.yaml, not in the
+    # MARWKV's SMAC learning rate (report Table 2) lives in jax_mat/configs/algo/smac/marwkv.yaml, not in the
     # algorithm's own file, so that other domains keep their own learning rates.
     assert "lr" not in yaml.safe_load((CONFIGS / "algo" / "marwkv.yaml").read_text())["algo"]
     assert load_config("smax_3m", ["algo=marwkv"]).algo.lr == 1e-3
@@ -157,7 +157,7 @@ def test_split_cli_args():
 def _map_files():
     from jax_mat.envs.registry import known_envs
 
-    # configs/env/smax_multi.yaml selects an environment (env=smax_multi), not a map.
+    # jax_mat/configs/env/smax_multi.yaml selects an environment (env=smax_multi), not a map.
     return sorted(p.stem.removeprefix("smax_") for p in (CONFIGS / "env").glob("smax_*.yaml")
                   if p.stem not in known_envs())
 
@@ -341,7 +341,7 @@ def test_smax_defaults_are_upstreams_starcraft_observations_and_time_limits():
 
 
 def test_per_domain_settings_reach_the_starcraft_bridge():
-    """configs/algo/smac/ holds the report's SMAC settings for smax, smax_multi and smac alike (MARWKV's lr)."""
+    """jax_mat/configs/algo/smac/ holds the report's SMAC settings for smax, smax_multi and smac alike (MARWKV's lr)."""
     smac = ["env=smac", "env.map=3m", "env.host_env=tests.standins.smax_smac:StarCraft2Env"]
     for overrides in (["algo=marwkv"], ["env=smax_multi", "algo=marwkv"], [*smac, "algo=marwkv"]):
         assert load_config(overrides=overrides).algo.lr == 1e-3, overrides

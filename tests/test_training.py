@@ -21,6 +21,7 @@ from jax_mat.training import sweep
 from jax_mat.training.checkpoint import Checkpointer
 from jax_mat.training.runner import Trainer
 from jax_mat.versions import package_versions
+from tests.run_dirs import truncate_arrays
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 4 envs x 8 steps per update, one epoch: tiny but the full program.
@@ -197,19 +198,31 @@ def test_bad_input_fails_before_compiling_and_writes_nothing(tmp_path, capfd, ar
     assert not run_dir.exists()
 
 
-def test_resume_rejects_corrupt_and_mismatched_checkpoints(tmp_path, capfd):
+def test_resume_skips_a_damaged_latest_checkpoint_and_tells_mismatches_apart(tmp_path, capfd):
     run_dir = tmp_path / "run"
-    assert train.main([*_tiny(1), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert train.main([*_tiny(2), "train.eval_every=1", "--run-dir", str(run_dir), "--no-progress"]) == 0
     capfd.readouterr()
-    # Another network shape.
-    assert train.main(["--resume", str(run_dir), "algo.n_embd=32", "train.total_steps=64", "--no-progress"]) == 2
-    assert "does not fit" in capfd.readouterr().err
-    # Corrupt files.
-    for path in (run_dir / "checkpoints").rglob("*"):
-        if path.is_file() and "metadata" not in path.name.lower():
-            path.write_bytes(b"garbage")
-    assert train.main(["--resume", str(run_dir), "train.total_steps=64", "--no-progress"]) == 2
-    assert "checkpoint" in capfd.readouterr().err
+    # Another network shape is a mismatch, named as one.
+    assert train.main(["--resume", str(run_dir), "algo.n_embd=32", "--no-progress"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: checkpoint 2 in") and "does not fit" in err and "in the checkpoint but" in err
+    # The latest checkpoint's arrays truncated on disk: the run goes on from checkpoint 1, saves update 2
+    # again and finishes; the damaged folder is kept beside it, out of orbax's way.
+    truncate_arrays(run_dir / "checkpoints" / "2")
+    assert train.main(["--resume", str(run_dir), "--no-progress"]) == 0
+    (warning,) = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert "checkpoint 2 in" in warning and "damaged" in warning and "using checkpoint 1 instead" in warning
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names[:2] == ["1", "2"] and len(names) == 3 and names[2].startswith("2.damaged-"), names
+    assert f"kept as {run_dir / 'checkpoints' / names[2]}" in warning
+    assert jax.tree.leaves(_params_of(run_dir))  # the new checkpoint 2 restores
+    assert json.loads((run_dir / "eval.json").read_text())["updates"] == 2
+    # Nothing readable: one error line.
+    for step in ("1", "2"):
+        truncate_arrays(run_dir / "checkpoints" / step)
+    assert train.main(["--resume", str(run_dir), "--no-progress"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("error: no checkpoint in") and "all are damaged" in line
     # A directory that is not a run.
     (tmp_path / "empty").mkdir()
     assert train.main(["--resume", str(tmp_path / "empty"), "--no-progress"]) == 2

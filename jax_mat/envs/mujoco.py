@@ -57,10 +57,13 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
 from jax_mat.envs import mujoco_tasks
 from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.quiet_import import quiet_import
+
+with quiet_import():
+    from mujoco import mjx
 
 # Line-search steps per Newton iteration (MuJoCo's default: 50). Vmapped, the solver
 # runs every environment until the slowest has converged, so the cap bounds each step's cost.
@@ -85,7 +88,8 @@ class MujocoState:
 
 
 def _brax_asset(file_name: str) -> str:
-    import brax
+    with quiet_import():
+        import brax
 
     return os.path.join(os.path.dirname(brax.__file__), "envs", "assets", file_name)
 

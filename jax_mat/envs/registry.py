@@ -137,8 +137,9 @@ class EnvEntry:
     # Why its environment batch cannot be split over devices ("": it can: per-environment arrays in XLA).
     no_device_split: str = ""
     has_wins: bool = True  # episodes can be won (the CLI reports a win rate)
-    # The report's domain, whose per-algorithm settings ``configs/algo/<domain>/<algo>.yaml`` apply.
+    # The report's domain, whose per-algorithm settings ``jax_mat/configs/algo/<domain>/<algo>.yaml`` apply.
     domain: str = ""
+    description: str = ""  # one line for ``python -m jax_mat.train --list``
 
 
 # What upstream MAT's StarCraft environment appends to observations (``wrappers.AgentFeatures``).
@@ -152,6 +153,7 @@ _HOST_NO_SPLIT = (
 
 _ENTRIES: dict[str, EnvEntry] = {
     "smax": EnvEntry(
+        description="SMAX (JaxMARL): StarCraft-like battles simulated in JAX; env.map=<map>",
         domain="smac",
         check=_check_smax,
         build=lambda c: _make_smax(c.map, c.time_limit, c.obs_agent_id, c.obs_last_action),
@@ -160,6 +162,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         make=_make_smax,
     ),
     "smax_multi": EnvEntry(
+        description="several SMAX maps as one task, padded to common sizes; env.maps=[<map>,...]",
         domain="smac",
         check=_check_smax_multi,
         build=lambda c: _make_smax_multi(c.maps, c.pad_allies, c.pad_enemies, time_limit=c.time_limit,
@@ -172,6 +175,7 @@ _ENTRIES: dict[str, EnvEntry] = {
     ),
     # Host bridges (envs.host_bridge): batched environments stepping simulators in worker processes.
     "smac": EnvEntry(
+        description="SMAC: the real StarCraft II through the host bridge (needs SMAC, StarCraft II); env.map=<map>",
         domain="smac",
         check=_check_smac,
         build=_build_smac,
@@ -181,6 +185,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         no_device_split=_HOST_NO_SPLIT,
     ),
     "isaac": EnvEntry(
+        description="Bi-DexHands on Isaac Gym through the host bridge (needs both installed); env.task=<task>",
         domain="isaac",
         check=_check_isaac,
         build=_build_isaac,
@@ -191,6 +196,7 @@ _ENTRIES: dict[str, EnvEntry] = {
         has_wins=False,
     ),
     "mujoco": EnvEntry(
+        description="multi-agent MuJoCo (MaMuJoCo's agent partitions) simulated by MJX; env.task=<task>",
         domain="mujoco",
         check=_check_mujoco,
         build=lambda c: _make_mujoco(c.task, c.disabled_joints, c.agent_obsk),
@@ -209,6 +215,11 @@ _OPTION_FIELDS = ("map", "task", "maps", "disabled_joints", "agent_obsk", "pad_a
 def known_envs() -> tuple[str, ...]:
     """Environment names ``env.name`` and ``make_env`` accept."""
     return tuple(_ENTRIES)
+
+
+def env_description(name: str) -> str:
+    """One line saying what environment ``name`` is (``python -m jax_mat.train --list``)."""
+    return _entry(name).description
 
 
 def _entry(name: str) -> EnvEntry:
@@ -266,7 +277,7 @@ def env_fields(name: str) -> tuple[str, ...]:
 
 def domain(name: str) -> str:
     """The report's domain of environment ``name`` (SMAX and SMAC: ``"smac"``), whose per-algorithm settings
-    ``configs/algo/<domain>/<algo>.yaml`` hold; an unknown name is its own (``check_env_config`` reports it)."""
+    ``jax_mat/configs/algo/<domain>/<algo>.yaml`` hold; an unknown name is its own (``check_env_config`` reports it)."""
     entry = _ENTRIES.get(name)
     return entry.domain if entry is not None else name
 

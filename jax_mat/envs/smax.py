@@ -36,11 +36,14 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.quiet_import import quiet_import
 
 # Importing jaxmarl takes several seconds (it imports every environment); this
-# module is therefore only imported lazily by ``envs.registry``.
-from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
-from jaxmarl.environments.smax import smax_env as _jaxmarl_smax
+# module is therefore only imported lazily by ``envs.registry``. It is the one
+# module that imports jaxmarl (``smax_multi`` and ``render`` reach it through here).
+with quiet_import():
+    from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
+    from jaxmarl.environments.smax import smax_env as _jaxmarl_smax
 
 # Per-unit world-state features: health fraction, x, y, weapon cooldown
 # fraction and the unit-type one-hot (all zero for a dead unit), then alive and
@@ -91,6 +94,15 @@ def time_limit_steps(map_name: str, time_limit: str) -> int:
 def known_smax_maps() -> tuple[str, ...]:
     """Map names JaxMARL's SMAX registry knows, in registration order."""
     return tuple(_jaxmarl_smax.MAP_NAME_TO_SCENARIO)
+
+
+def map_summary(map_name: str) -> str:
+    """``"3 allies vs 3 enemies"``, with how SMACv2 maps draw their units (``python -m jax_mat.train --list``)."""
+    scenario = map_name_to_scenario(map_name)
+    drawn = [what for what, flag in (("unit types", scenario.smacv2_unit_type_generation),
+                                     ("positions", scenario.smacv2_position_generation)) if flag]
+    summary = f"{scenario.num_allies} allies vs {scenario.num_enemies} enemies"
+    return summary + (f", random {' and '.join(drawn)} each episode (SMACv2)" if drawn else "")
 
 
 def check_smax_map(map_name: str) -> None:

@@ -46,8 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec, Timestep
-from jax_mat.envs.smax import SmaxEnv, check_smax_map, time_limit_steps
-from jaxmarl.environments.smax import map_name_to_scenario
+from jax_mat.envs.smax import SmaxEnv, check_smax_map, map_name_to_scenario, time_limit_steps
 from jax_mat.envs.wrappers import AgentFeatures, AutoReset
 
 STOP = 4  # SMAX's "stop": the one action every unit, dead or alive, can take

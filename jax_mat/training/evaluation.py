@@ -6,7 +6,9 @@
   seed's record, with every episode's return and outcome, is one line of ``evaluations.jsonl``.
 * **The best parameters** of each seed (highest win rate, or mean return where episodes cannot be won; a tie
   goes to the later evaluation) are kept in ``best/`` (orbax, atomic) with their scores in ``best.json``, so
-  a resumed run keeps them.
+  a resumed run keeps them. If that checkpoint is damaged on disk, a ``warning:`` line says so, it is moved
+  aside (``best/<update>.damaged-<time>``) and the best parameters start afresh at the next evaluation
+  (``best.json``'s scores belong to it alone, so an older best checkpoint cannot stand in).
 * **The absolute metric.** At the end each seed's best parameters (its final ones if nothing was evaluated)
   play ten times ``train.eval_episodes`` episodes in the same mode.
 * **marl-eval.** ``marl_eval_record`` turns a run's evaluations into marl-eval's raw-data layout, environment
@@ -166,8 +168,17 @@ class Evaluations:
             best = json.load(f)
         if best["checkpoint"] not in self._best.all_steps():
             return
+        from jax_mat.training.checkpoint import DamagedCheckpointError, warn
+
         template = {"params": self.training.abstract_state.params}
-        self.best_params = self._best.restore(template, best["checkpoint"])["params"]
+        try:
+            self.best_params = self._best.restore(template, best["checkpoint"])["params"]
+        except DamagedCheckpointError as err:
+            # best.json's scores belong to this checkpoint alone, so an older one cannot stand in for it.
+            kept = self._best.set_aside(err.step)
+            if self.primary:
+                warn(f"best parameters: {err}; they start afresh at the next evaluation; it is kept as {kept}")
+            return
         self.best_scores = np.asarray(best["scores"], np.float64)
         self.best_updates = np.asarray(best["updates"], np.int64)
 

@@ -1,7 +1,8 @@
 """Starting a run from another run's checkpoint (few-shot fine-tuning): ``--init-from``.
 
 ``python -m jax_mat.train --init-from SOURCE env=... [key=value ...]``, where
-``SOURCE`` is a run directory (its last complete checkpoint), its
+``SOURCE`` is a run directory (its last complete checkpoint that can be
+read: a newer damaged one is named in a ``warning:`` line and skipped), its
 ``checkpoints/`` folder, or one checkpoint ``RUN_DIR/checkpoints/<update>``.
 
 What the new run takes from the source checkpoint: the network parameters,
@@ -104,7 +105,7 @@ def locate(path: str) -> InitSource:
     if not steps:
         raise ValueError(f"--init-from: {run_dir} holds no complete checkpoint (nothing in {CHECKPOINT_DIR}/)")
     if step is None:
-        step = steps[-1]
+        step = _newest_readable(os.path.join(run_dir, CHECKPOINT_DIR))
     elif step not in steps:
         raise ValueError(
             f"--init-from: {path} is not a complete checkpoint; {run_dir} has updates {', '.join(map(str, steps))}"
@@ -123,6 +124,21 @@ def _complete_steps(checkpoint_dir: str) -> list[int]:
         return sorted(checkpointer.all_steps())
     finally:
         checkpointer.close()
+
+
+def _newest_readable(checkpoint_dir: str) -> int:
+    """The newest checkpoint that reads cleanly; a newer damaged one is named in a ``warning:`` line."""
+    from jax_mat.training.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(checkpoint_dir)
+    try:
+        found = checkpointer.restore_newest(checkpointer.restore_as_saved)
+    except ValueError as err:
+        raise ValueError(f"--init-from: {err}") from None
+    finally:
+        checkpointer.close()
+    checkpointer.warn_skipped(found)
+    return found.step
 
 
 def seed_sources(source_seeds: int, target_seeds: int, init_seed: int) -> list[int] | None:
@@ -202,26 +218,10 @@ def _restore_as_saved(source: InitSource) -> dict:
     checkpointer = Checkpointer(source.checkpoint_dir)
     try:
         return checkpointer.restore_as_saved(source.step)
+    except ValueError as err:
+        raise ValueError(f"--init-from: {err}") from None
     finally:
         checkpointer.close()
-
-
-def _key_name(key: Any) -> str | int:
-    """A pytree path element as the key of orbax's saved nested dicts/lists."""
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return getattr(key, attr)
-    raise TypeError(f"unexpected pytree key {key!r}")
-
-
-def _path_text(path: tuple) -> str:
-    return "/".join(str(_key_name(k)) for k in path)
-
-
-def _saved_leaves(tree: Any) -> dict[str, Any]:
-    """``{"a/b/c": array}`` of a saved nested tree (``None`` entries are empty optimiser states)."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {_path_text(path): leaf for path, leaf in flat}
 
 
 def arrange_like(template: Any, saved: Any, mapping: list[int] | None, target_seeds: int, where: str,
@@ -240,9 +240,11 @@ def arrange_like(template: Any, saved: Any, mapping: list[int] | None, target_se
       ValueError: naming the first entry missing on either side, or whose
         (per-seed) shape differs, with both shapes.
     """
-    by_path = _saved_leaves(saved)
+    from jax_mat.training.checkpoint import leaves_by_path, path_text
+
+    by_path = leaves_by_path(saved)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = [_path_text(path) for path, _ in flat]
+    names = [path_text(path) for path, _ in flat]
     hint = "" if what == "parameter" else "; pass --reset-optimizer to start with a fresh optimiser state"
     known = set(names)
     extra = [name for name in by_path if name not in known]
