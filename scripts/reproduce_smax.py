@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 from jax_mat import config as config_lib
@@ -71,15 +72,18 @@ def run_config(map_name: str, algo: str, seeds: int, budget: int | None, overrid
 
 
 def check_writable_file(path: str) -> None:
-    """``ValueError`` unless ``path`` can be written: its folder exists (or can be made) and is writable."""
-    folder = os.path.dirname(os.path.abspath(path))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: {existing} is not a writable folder")
+    """``ValueError`` unless ``path`` can be written: its nearest existing folder takes a file (tried for real:
+    permission bits say nothing to root, nor about /proc) and ``path`` is not a folder. Writes nothing."""
     if os.path.isdir(path):
         raise ValueError(f"cannot write {path}: it is a folder")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {existing} does not take files ({err.strerror})") from None
 
 
 def parse_budget(text: str) -> int | None:
@@ -131,7 +135,9 @@ def results_table(out: str, maps: list[str], algos: list[str], configs: dict) ->
     for map_name in maps:
         for algo in algos:
             run_dir = run_dir_of(out, map_name, algo)
-            cfg = configs[map_name, algo]
+            saved = os.path.join(run_dir, train.CONFIG_FILE)
+            # A run's own settings (a resumed run keeps the budget it started with).
+            cfg = config_lib.config_from_file(saved) if os.path.isfile(saved) else configs[map_name, algo]
             paper = PAPER.get(map_name)
             paper_cell = f"{paper[1 + PAPER_ALGOS.index(algo)]:.1f}" if paper and algo in PAPER_ALGOS else "—"
             try:
