@@ -91,7 +91,7 @@ def _py(*args: str) -> list[str]:
 
 
 def env_commands(suite: "Suite") -> list[Command]:
-    return [Command("report", _py(SELF, "--internal", "env"), 60)]
+    return [Command("report", _py(SELF, "--internal", "env"), 40)]
 
 
 def pallas_commands(suite: "Suite") -> list[Command]:
@@ -101,7 +101,7 @@ def pallas_commands(suite: "Suite") -> list[Command]:
     if suite.smoke:
         pytest += ["-k", "upstream_fixture or native_mode"]
     return [
-        Command("kernel_check", _py(SELF, "--internal", "kernels", interpret), 45),
+        Command("kernel_check", _py(SELF, "--internal", "kernels", interpret), 40),
         Command("pytest", pytest, 75, {"JAX_MAT_PALLAS_INTERPRET": interpret}),
     ]
 
@@ -143,7 +143,7 @@ def learn_commands(suite: "Suite") -> list[Command]:
     run_dir = os.path.join(suite.work, "learn_smax_3m")
     overrides = [*TINY, "train.total_steps=8", "train.eval_episodes=1", "train.eval_every=0"] if suite.smoke else []
     return [
-        Command("train", _py("-m", "jax_mat.train", *overrides, "--run-dir", run_dir, "--no-progress"), 60),
+        Command("train", _py("-m", "jax_mat.train", *overrides, "--run-dir", run_dir, "--no-progress"), 100),
         Command("curve", _py(SELF, "--internal", "learning", run_dir), 15, reserve_s=10),
     ]
 
@@ -265,9 +265,9 @@ STEPS = [
     Step("a_env", "env.log", env_commands, summarise_env, 10),
     Step("b_pallas", "pallas.log", pallas_commands, summarise_pallas, 30),
     Step("c_wkv", "bench.log", wkv_commands, summarise_wkv, 30),
-    Step("d_train", "bench.log", train_commands, summarise_train, 90),
+    Step("d_train", "bench.log", train_commands, summarise_train, 100),
     Step("e_seeds", "bench.log", seeds_commands, summarise_seeds, 50),
-    Step("f_learn", "learn.log", learn_commands, summarise_learn, 45),
+    Step("f_learn", "learn.log", learn_commands, summarise_learn, 70),
     Step("g_repro", "learn.log", repro_commands, summarise_repro, 0),
 ]
 

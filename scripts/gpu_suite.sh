@@ -26,8 +26,15 @@ if [ -z "$out" ]; then
 fi
 shift
 python="${PYTHON:-python3}"
-# On the GPU machine the bundle is installed unless asked otherwise; a smoke run installs only what --wheels names.
-if [ -z "$wheels" ] && [ -z "$smoke" ]; then wheels=".whl"; fi
+# On the GPU machine the bundle in .whl is installed; a smoke run installs only what --wheels names. Without the
+# bundle a GPU run still goes on (device time is scarce): the Pallas and WKV steps need none of it.
+if [ -z "$wheels" ] && [ -z "$smoke" ]; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    wheels=".whl"
+  else
+    echo "warning: no wheels in .whl (bash scripts/make_gpu_bundle.sh .whl, then carry .whl): SMAX and MJX steps will fail" >&2
+  fi
+fi
 if [ -n "$wheels" ]; then
   if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
     echo "error: no wheels in $wheels (make them with: bash scripts/make_gpu_bundle.sh $wheels)" >&2
