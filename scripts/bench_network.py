@@ -67,6 +67,7 @@ CASES = [
     (1024, 64, 16, 8, 8),
     (4096, 64, 16, 8, 8),
 ]
+DEFAULT_CASES = (3, 8, 25, 64, 256)  # the 1,024- and 4,096-agent cases take minutes each: asked for by --cases
 FIELDS = ("n_agent", "obs_dim", "action_dim", "n_envs", "minibatch",
           "act_s", "act_agent_steps_per_s", "update_s", "update_samples_per_s")
 NETWORK = dict(n_block=1, n_embd=64, n_head=1)
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="mat", choices=sorted(ALGOS))
     parser.add_argument("--cases", nargs="+", type=int, metavar="N_AGENT",
-                        help=f"agent counts of the cases to run (default: all of {[c[0] for c in CASES]})")
+                        help=f"agent counts of the cases to run, of {[c[0] for c in CASES]} "
+                             f"(default: {list(DEFAULT_CASES)})")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (the median is kept)")
     parser.add_argument("--warmup-s", type=float, default=0.3,
                         help="untimed calls for at least this long (and at least 2) after compiling, before timing")
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.cases or []) - set(known))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known agent counts: {known}")
-    cases = [c for c in CASES if args.cases is None or c[0] in args.cases]
+    cases = [c for c in CASES if c[0] in (args.cases or DEFAULT_CASES)]
     cases = [(n, obs, act, args.envs or envs, args.minibatch or mb) for n, obs, act, envs, mb in cases]
 
     print(f"algo={args.algo} backend={jax.default_backend()} repeats={args.repeats} warmup_s={args.warmup_s} "
