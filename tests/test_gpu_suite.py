@@ -90,3 +90,21 @@ def test_a_failing_or_overlong_command_never_stops_the_later_ones(tmp_path, monk
     commands_run = [(r["step"], r["status"]) for r in _rows(tmp_path / "out") if r.get("kind") == "command"]
     assert commands_run == [("a_fails", "failed"), ("a_fails", "ok"), ("b_sleeps", "timeout"), ("c_runs", "ok")]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.log", "results.jsonl", "summary.txt", "two.log"]
+
+
+def test_the_gpu_plan_asks_for_valid_configs_within_nine_minutes(tmp_path):
+    """What the GPU run itself will do (no smoke): every training config loads, the shapes are the issue's."""
+    from jax_mat import config as config_lib
+
+    suite = gpu_suite.Suite(out=str(tmp_path), work=str(tmp_path), smoke=False, deadline=0.0)
+    plan = {step.key: step.commands(suite) for step in gpu_suite.STEPS}
+    shapes = []
+    for command in plan["d_train"] + plan["e_seeds"]:
+        overrides = [a for a in command.argv[2:] if "=" in a and not a.startswith("-")]
+        cfg = config_lib.load_config(None, overrides)
+        shapes.append((cfg.env.name, cfg.env.variant, cfg.train.n_envs, cfg.train.episode_length))
+    assert shapes == [("smax", "3s5z", n, 100) for n in (32, 1024, 4096)] + [
+        ("mujoco", "halfcheetah_6x1", n, 100) for n in (40, 4096)] + [("smax", "3s5z", 32, 100)]
+    assert plan["e_seeds"][0].argv[plan["e_seeds"][0].argv.index("--seeds") + 1:][:3] == ["1", "8", "32"]
+    assert plan["b_pallas"][1].env == {"JAX_MAT_PALLAS_INTERPRET": "0"}
+    assert gpu_suite.BUDGET_S + 20 + 20 <= 9 * 60  # the wheel install and one stopped command's grace on top
