@@ -1,4 +1,4 @@
-"""What the ``scripts/bench_*.py`` benchmarks share: the trainer a config names, and timing jitted steps."""
+"""What the ``scripts/bench_*.py`` benchmarks share: the trainer a config names, timing jitted steps, and memory."""
 
 from __future__ import annotations
 
@@ -39,3 +39,16 @@ def time_steps(step: Callable[[Any], Any], state: Any, repeats: int) -> tuple[An
         state = jax.block_until_ready(step(state))
         times.append(time.perf_counter() - start)
     return state, first_s, statistics.median(times)
+
+
+def peak_bytes(compiled) -> int:
+    """What a compiled program holds at once: arguments + outputs + temporaries, less the buffers aliased between
+    arguments and outputs (XLA's ``memory_analysis()`` of the executable; any backend)."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def device_peak_bytes() -> int | None:
+    """The first device's allocator peak over this process (GPUs, TPUs); ``None`` where the backend keeps none (CPU)."""
+    stats = jax.devices()[0].memory_stats()
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None

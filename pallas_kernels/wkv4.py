@@ -45,8 +45,10 @@ Backend choice: Triton (``pltriton.CompilerParams``), deliberately
   lowers; expect a deprecation warning), and using ``pl.pallas_call`` for Mosaic GPU is itself deprecated in
   favour of ``plgpu.kernel``. When Triton is removed, port these kernels to ``plgpu.kernel`` with
   128-element-padded channel blocks, or fall back to the ``lax.scan`` reference in ``jax_mat.ops.wkv``.
-* Supported jax: 0.10.2 (lowering for ``cuda`` checked on a CPU machine; PTX compilation and numerics on a GPU
-  not yet checked) up to the last 0.11.x/0.12.x that still ships ``jax.experimental.pallas.triton``.
+* Checked: jax 0.10.2 and 0.11.2 (interpret-mode numerics and lowering for ``cuda`` on a CPU machine; jax 0.11's
+  Triton lowering asks for a GPU kind, which ``tests/test_pallas_wkv.py`` gives as an abstract H100, and warns that
+  the backend is deprecated). PTX compilation and numerics on a real GPU are what ``scripts/gpu_suite.sh`` checks;
+  where they fail, ``jax_mat.ops.wkv``'s ``impl="auto"`` falls back to a ``lax.scan``/chunked form and says so.
 
 On the CPU only ``interpret=True`` runs (tests use it); ``interpret=False`` on CPU raises a ``ValueError``.
 """

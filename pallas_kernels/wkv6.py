@@ -42,8 +42,8 @@ Same reasoning as ``wkv4.py``: a sequential per-step recurrence over small vecto
 and two mat-vecs). Triton runs it on Ampere and Hopper; Mosaic GPU (``compiler_params=None``) needs Hopper, a
 warpgroup-multiple transfer size (fails to lower for odd T such as 27 here) and, through ``pl.pallas_call``, is
 deprecated in favour of ``plgpu.kernel``. The Triton backend is deprecated from jax 0.11.0 (still lowers; a
-warning is expected). Supported jax: 0.10.2 (``cuda`` lowering checked on a CPU machine) up to the last release
-that ships ``jax.experimental.pallas.triton``. On CPU only ``interpret=True`` runs.
+warning is expected). Checked as ``wkv4.py`` says: jax 0.10.2 and 0.11.2, interpret mode and ``cuda`` lowering on a
+CPU machine. On CPU only ``interpret=True`` runs.
 """
 
 from __future__ import annotations

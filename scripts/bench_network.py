@@ -3,12 +3,20 @@
 Usage:
   python scripts/bench_network.py [--algo mat] [--cases 8 256] [--repeats 5] [--warmup-s 0.3]
                                   [--micro-batch-tokens 0] [--reference ../shared/benchmarks/official_mat_cpu.jsonl]
+  python scripts/bench_network.py --algo marwkv --compare-with mat --cases 64 256 1024 4096 --envs 8 --minibatch 8
 
-stdout carries one JSON object per case and nothing else, with exactly the fields
+stdout carries one JSON object per case and network and nothing else, with the fields
 ``n_agent, obs_dim, action_dim, n_envs, minibatch, act_s, act_agent_steps_per_s, update_s,
-update_samples_per_s`` (the layout of the official PyTorch figures in ``--reference``).
+update_samples_per_s`` (the layout of the official PyTorch figures in ``--reference``) plus
+``algo``, the per-agent costs ``act_us_per_agent_step`` (``act_s / (n_envs * n_agent)``) and
+``update_us_per_agent_sample`` (``update_s / (minibatch * n_agent)``), and the peak memory of each
+compiled program, ``act_peak_bytes`` and ``update_peak_bytes``: XLA's ``memory_analysis()`` of the
+executable, argument + output + temporary buffers less the aliased ones (what the program needs
+at once, on any backend; not the process's resident memory), and the seconds each took to
+compile (``act_compile_s``, ``update_compile_s``).
 Progress and, at the end, a table of jax_mat against the reference (throughput ratios
 jax/torch) go to stderr, so ``python scripts/bench_network.py > out.jsonl`` keeps the JSON clean.
+``scripts/plot_agent_scaling.py`` draws time and memory against the number of agents from these lines.
 
 * ``act``: ``policy.act`` (autoregressive sampling over agents) for ``n_envs`` environments at
   once; ``act_agent_steps_per_s = n_envs * n_agent / act_s``.
@@ -41,20 +49,25 @@ import jax.numpy as jnp
 import optax
 
 from jax_mat.algos.ppo import LossConfig, accumulated_loss_and_grad, micro_batch_rows, ppo_loss
+from jax_mat.benchmarking import peak_bytes
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.mat import MATConfig, MATPolicy
 from jax_mat.networks.policy import Policy
 from jax_mat.algos.learner import grad_accumulation_tokens
 
-# (n_agent, obs_dim, action_dim, n_envs, minibatch): 3m, 3s5z and 25m sized, then two large synthetic ones.
+# (n_agent, obs_dim, action_dim, n_envs, minibatch): 3m, 3s5z and 25m sized, then synthetic ones up to 4,096
+# agents (the last two at a small batch, which --envs / --minibatch can set for every case).
 CASES = [
     (3, 75, 9, 32, 3200),
     (8, 205, 13, 32, 3200),
     (25, 647, 31, 32, 800),
     (64, 64, 16, 32, 256),
     (256, 64, 16, 32, 256),
+    (1024, 64, 16, 8, 8),
+    (4096, 64, 16, 8, 8),
 ]
+DEFAULT_CASES = (3, 8, 25, 64, 256)  # the 1,024- and 4,096-agent cases take minutes each: asked for by --cases
 FIELDS = ("n_agent", "obs_dim", "action_dim", "n_envs", "minibatch",
           "act_s", "act_agent_steps_per_s", "update_s", "update_samples_per_s")
 NETWORK = dict(n_block=1, n_embd=64, n_head=1)
@@ -121,8 +134,8 @@ def make_update(policy: Policy, optimizer: optax.GradientTransformation, config:
 def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup_s: float) -> dict[str, float]:
     """Median wall time of each ``fns[name]`` over ``repeats`` calls, the calls of all names interleaved.
 
-    Untimed before them, for each function: the first call (compilation), then
-    calls until ``warmup_s`` seconds have passed (at least two): the first few
+    Untimed before them, for each function: the first call (compilation, unless
+    compiled ahead), then calls until ``warmup_s`` seconds have passed (at least two): the first few
     calls of a fresh executable run slower than the rest. Then ``repeats``
     rounds of one timed call per function, so that on a shared machine a
     change of load falls on every function alike.
@@ -151,17 +164,25 @@ def bench_case(algos: list[str], case: tuple[int, ...], repeats: int, warmup_s: 
     rollout = random_batch(spec, n_envs, jax.random.PRNGKey(1))
     batch = random_batch(spec, minibatch, jax.random.PRNGKey(3))
     optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(5e-4, eps=1e-5))
-    acts, updates = {}, {}
+    acts, updates, memory = {}, {}, {}
     for algo in algos:
         policy = ALGOS[algo](spec)
         params = policy.init(jax.random.PRNGKey(0))
-        act = jax.jit(policy.act, static_argnums=4)
+        # Compiled ahead of time, once: the executable is both timed and asked for its memory.
+        start = time.perf_counter()
+        act = jax.jit(policy.act, static_argnums=4).lower(
+            params, rollout["obs"], rollout["avail"], jax.random.PRNGKey(2), False).compile()
+        act_compile_s = time.perf_counter() - start
         # A fresh key per call, made before timing (indexing a device array is itself a dispatch).
         act_keys = itertools.cycle(list(jax.random.split(jax.random.PRNGKey(2), 64)))
         acts[algo] = lambda act=act, params=params, keys=act_keys: act(
-            params, rollout["obs"], rollout["avail"], next(keys), False)
+            params, rollout["obs"], rollout["avail"], next(keys))
+        opt_state = optimizer.init(params)
         update = make_update(policy, optimizer, LossConfig(), micro_batch_rows(minibatch, n_agent, micro_tokens))
-        state = [params, optimizer.init(params)]
+        start = time.perf_counter()
+        update = update.lower(params, opt_state, batch).compile()
+        memory[algo] = (peak_bytes(act), peak_bytes(update), act_compile_s, time.perf_counter() - start)
+        state = [params, opt_state]
 
         def one_update(update=update, state=state):
             state[0], state[1], loss = update(state[0], state[1], batch)
@@ -174,6 +195,11 @@ def bench_case(algos: list[str], case: tuple[int, ...], repeats: int, warmup_s: 
         "n_agent": n_agent, "obs_dim": obs_dim, "action_dim": action_dim, "n_envs": n_envs, "minibatch": minibatch,
         "act_s": act_s[algo], "act_agent_steps_per_s": n_envs * n_agent / act_s[algo],
         "update_s": update_s[algo], "update_samples_per_s": minibatch * n_agent / update_s[algo],
+        "algo": algo,
+        "act_us_per_agent_step": 1e6 * act_s[algo] / (n_envs * n_agent),
+        "update_us_per_agent_sample": 1e6 * update_s[algo] / (minibatch * n_agent),
+        "act_peak_bytes": memory[algo][0], "update_peak_bytes": memory[algo][1],
+        "act_compile_s": memory[algo][2], "update_compile_s": memory[algo][3],
     } for algo in algos]
 
 
@@ -229,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="mat", choices=sorted(ALGOS))
     parser.add_argument("--cases", nargs="+", type=int, metavar="N_AGENT",
-                        help=f"agent counts of the cases to run (default: all of {[c[0] for c in CASES]})")
+                        help=f"agent counts of the cases to run, of {[c[0] for c in CASES]} "
+                             f"(default: {list(DEFAULT_CASES)})")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (the median is kept)")
     parser.add_argument("--warmup-s", type=float, default=0.3,
                         help="untimed calls for at least this long (and at least 2) after compiling, before timing")
@@ -238,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                              "as the trainer does (default: the trainer's choice on this backend; 0: one pass)")
     parser.add_argument("--compare-with", choices=sorted(ALGOS), default=None,
                         help="also time this network on each case, call by call alternating with --algo, and "
-                             "print both side by side on stderr (its JSON lines are not printed)")
+                             "print both side by side on stderr")
+    parser.add_argument("--envs", type=int, help="environments per act call in every case (default: the case's)")
+    parser.add_argument("--minibatch", type=int, help="samples per update in every case (default: the case's)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE,
                         help="JSON lines with the same fields to compare against (missing file: no comparison)")
     args = parser.parse_args(argv)
@@ -246,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1")
     if args.warmup_s < 0 or args.micro_batch_tokens < 0:
         parser.error("--warmup-s and --micro-batch-tokens must be >= 0")
+    if (args.envs is not None and args.envs < 1) or (args.minibatch is not None and args.minibatch < 1):
+        parser.error("--envs and --minibatch must be >= 1")
     known = [c[0] for c in CASES]
     unknown = sorted(set(args.cases or []) - set(known))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known agent counts: {known}")
-    cases = [c for c in CASES if args.cases is None or c[0] in args.cases]
+    cases = [c for c in CASES if c[0] in (args.cases or DEFAULT_CASES)]
+    cases = [(n, obs, act, args.envs or envs, args.minibatch or mb) for n, obs, act, envs, mb in cases]
 
     print(f"algo={args.algo} backend={jax.default_backend()} repeats={args.repeats} warmup_s={args.warmup_s} "
           f"micro_batch_tokens={args.micro_batch_tokens}", file=sys.stderr)
@@ -259,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         rows = bench_case(algos, case, args.repeats, args.warmup_s, args.micro_batch_tokens)
         results.append(rows[0])
-        print(json.dumps(rows[0]), flush=True)
         others.extend(rows[1:])
+        for row in rows:
+            print(json.dumps(row), flush=True)
     if others:
         print(f"\n{args.algo} vs {args.compare_with}, measured interleaved in this run (throughput ratios)\n"
               + side_by_side(args.algo, results, args.compare_with, others), file=sys.stderr)

@@ -14,7 +14,10 @@ agents: ``act`` for 32 environments, and one micro-batch of the trainer's update
 
 Effective GB/s counts the bytes every implementation has to move at least once: the inputs, the output, the
 cotangent ``g`` and the gradients (v4: k, v, y, g, dk, dv = 6 x B*T*C floats; v6: r, k, v, w, y, g, dr, dk, dv, dw
-= 10 x B*T*C floats; the [C]/[H, N] parameters are negligible), divided by the fwd+bwd time.
+= 10 x B*T*C floats; the [C]/[H, N] parameters are negligible), divided by the fwd+bwd time. Each row also
+carries the device's copy bandwidth, measured in the same run (``copy_gb_per_s``: a jitted ``x + 1`` over
+``--copy-mib`` MiB of float32, bytes read + written / time, median of ``--repeats`` + 2 calls) and the
+fraction of it the implementation reaches (``fraction_of_copy``).
 
 Implementations:
 * ``scan``: ``jax_mat.ops.wkv.wkv4_scan`` / ``wkv6_scan`` (``lax.scan`` over T, autodiff for the backward).
@@ -106,17 +109,23 @@ def forward(fn):
     return jax.jit(lambda args, g: fn(*args))
 
 
-def time_round_robin(fns: dict, args, g, repeats: int) -> dict:
-    """Median seconds per call of each ``fns[name](args, g)``, the calls interleaved across names."""
-    for f in fns.values():
-        jax.block_until_ready(f(args, g))  # compile + warm-up
+def time_round_robin(fns: dict, args, g, repeats: int) -> tuple[dict, dict]:
+    """Median seconds per call of each ``fns[name](args, g)``, the calls interleaved across names, and the error
+    of each one that failed to compile or run (left out of the timing)."""
+    failed = {}
+    for name, f in list(fns.items()):
+        try:
+            jax.block_until_ready(f(args, g))  # compile + warm-up
+        except Exception as err:  # noqa: BLE001 - a kernel that does not build on this device is reported, not fatal
+            failed[name] = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+    fns = {name: f for name, f in fns.items() if name not in failed}
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, f in fns.items():
             t0 = time.perf_counter()
             jax.block_until_ready(f(args, g))
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, failed
 
 
 def check_pallas_interpret(scan, pallas, version: str) -> float:
@@ -126,6 +135,20 @@ def check_pallas_interpret(scan, pallas, version: str) -> float:
     yp = fwd_bwd(pallas)(args, g)
     leaves_s, leaves_p = jax.tree.leaves(ys), jax.tree.leaves(yp)
     return max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30)) for a, b in zip(leaves_s, leaves_p))
+
+
+def copy_bandwidth(mib: float, repeats: int) -> float:
+    """GB/s of a jitted elementwise ``x + 1`` over ``mib`` MiB of float32 (bytes read + written / median time)."""
+    n = int(mib * 2**20) // 4
+    x = jnp.zeros((n,), jnp.float32)
+    copy = jax.jit(lambda x: x + 1.0)
+    jax.block_until_ready(copy(x))
+    times = []
+    for _ in range(repeats + 2):
+        t0 = time.perf_counter()
+        jax.block_until_ready(copy(x))
+        times.append(time.perf_counter() - t0)
+    return 2 * 4 * n / statistics.median(times) / 1e9
 
 
 def parse_shape(s: str):
@@ -143,6 +166,8 @@ def main(argv=None):
     p.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in DEFAULT_SHAPES])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--forward", action="store_true", help="also time the forward pass alone")
+    p.add_argument("--copy-mib", type=float, default=None,
+                   help="MiB copied to measure the device's bandwidth (default 1024 on a GPU, 64 elsewhere)")
     a = p.parse_args(argv)
     impls = [x.strip() for x in a.impl.split(",") if x.strip()]
     versions = [x.strip() for x in a.version.split(",") if x.strip()]
@@ -156,6 +181,9 @@ def main(argv=None):
     log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
     scans, scan_source = scan_impls()
     log(f"jax {jax.__version__}, backend {backend} ({device}); scan = {scan_source}")
+    copy_mib = a.copy_mib or (1024 if backend == "gpu" else 64)
+    copy_gbs = copy_bandwidth(copy_mib, a.repeats)
+    log(f"copy bandwidth ({copy_mib:g} MiB, x + 1): {copy_gbs:.1f} GB/s")
 
     on_gpu = backend == "gpu"
     timed = [i for i in impls if i != "pallas" or on_gpu]
@@ -178,12 +206,19 @@ def main(argv=None):
             progs = {(impl, "fwd_bwd"): fwd_bwd(fns[impl][version]) for impl in here}
             if a.forward:
                 progs.update({(impl, "fwd"): forward(fns[impl][version]) for impl in here})
-            secs = time_round_robin(progs, args, g, a.repeats)
+            secs, failed = time_round_robin(progs, args, g, a.repeats)
+            for (impl, what), error in failed.items():
+                print(json.dumps(dict(version=version, impl=impl, batch=B, T=T, C=C, what=what, status="failed",
+                                      error=error, backend=backend, device=device)), flush=True)
+                log(f"{version} {impl:7s} B={B:5d} T={T:5d} C={C}: {what} failed: {error}")
             for impl in here:
+                if (impl, "fwd_bwd") in failed or (a.forward and (impl, "fwd") in failed):
+                    continue
                 t = secs[(impl, "fwd_bwd")]
                 fwd_ms = round(secs[(impl, "fwd")] * 1e3, 3) if a.forward else None
                 row = dict(version=version, impl=impl, batch=B, T=T, C=C, fwd_bwd_ms=round(t * 1e3, 3),
-                           fwd_ms=fwd_ms, gb_per_s=round(nbytes / t / 1e9, 3), backend=backend, device=device)
+                           fwd_ms=fwd_ms, gb_per_s=round(nbytes / t / 1e9, 3), copy_gb_per_s=round(copy_gbs, 3),
+                           fraction_of_copy=round(nbytes / t / 1e9 / copy_gbs, 4), backend=backend, device=device)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 fwd_note = f"  fwd {fwd_ms:8.2f} ms" if a.forward else ""
@@ -192,11 +227,12 @@ def main(argv=None):
             del args, g
 
     if rows:
-        log("\n| op | impl | batch | T | C | fwd+bwd ms | fwd ms | effective GB/s |\n|---|---|---|---|---|---|---|---|")
+        log(f"\n| op | impl | batch | T | C | fwd+bwd ms | fwd ms | effective GB/s | of copy ({copy_gbs:.1f} GB/s) |"
+            "\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fwd = f"{r['fwd_ms']:.1f}" if r["fwd_ms"] is not None else "-"
         log(f"| wkv{r['version'][1:]} | {r['impl']} | {r['batch']} | {r['T']} | {r['C']} | {r['fwd_bwd_ms']:.1f} | "
-            f"{fwd} | {r['gb_per_s']:.2f} |")
+            f"{fwd} | {r['gb_per_s']:.2f} | {100 * r['fraction_of_copy']:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """Pallas WKV kernels (v4, v5, v6): forward and every gradient against a float64 reference written here and
-against upstream's operator fixtures, in Pallas interpret mode on the CPU; GPU lowering (Triton) for forward
-and backward; clear errors on bad input."""
+against upstream's operator fixtures; GPU lowering (Triton) for forward and backward; clear errors on bad input.
 
+The kernels run natively where the default backend is a GPU and in Pallas interpret mode elsewhere;
+``JAX_MAT_PALLAS_INTERPRET=1`` forces interpret mode on a GPU too (``=0`` asks for native kernels anywhere, which
+fails off a GPU). ``scripts/gpu_suite.py`` runs this file natively on the GPU machine.
+"""
+
+import os
 import pathlib
 
 import jax
@@ -18,6 +23,15 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "marwkv_reference"
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # float32 kernels vs float64 truth, relative to each array's scale
+ON_GPU = jax.default_backend() == "gpu"
+INTERPRET = os.environ.get("JAX_MAT_PALLAS_INTERPRET", "0" if ON_GPU else "1") != "0"
+# The H100 that lowering for ``cuda`` targets from a machine without a GPU (jax >= 0.11 asks for a device kind).
+ABSTRACT_GPU = "NVIDIA H100 80GB HBM3"
+
+
+def test_native_mode_needs_a_gpu():
+    """``JAX_MAT_PALLAS_INTERPRET=0`` (what the GPU suite sets) fails here, not in every kernel test, off a GPU."""
+    assert INTERPRET or ON_GPU, f"JAX_MAT_PALLAS_INTERPRET=0 needs a GPU; the default backend is {jax.default_backend()}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,7 +92,7 @@ def _vjp_jit(fn, args, g):
 
 
 def _pallas_and_grads(fn, args, g):
-    return _vjp_jit(lambda *a: fn(*a, interpret=True), args, g)
+    return _vjp_jit(lambda *a: fn(*a, interpret=INTERPRET), args, g)
 
 
 def _close(name, actual, expected, rtol=TOL["rtol"], atol=TOL["atol"]):
@@ -144,7 +158,7 @@ def test_wkv4_matches_float64_reference(B, T, C, k_scale):
 
 def test_wkv4_explicit_block_c_and_jit():
     args, g = _v4_inputs(2, 9, 32, seed=3)
-    f = jax.jit(lambda *a: wkv4_pallas(*a, interpret=True, block_c=8))
+    f = jax.jit(lambda *a: wkv4_pallas(*a, interpret=INTERPRET, block_c=8))
     y_ref, _ = _ref_and_grads(_wkv4_ref, args, g)
     _close("y", f(*args), y_ref)
 
@@ -173,7 +187,7 @@ def test_wkv4_check_grads_float64():
         td, tf = rng.normal(size=4) - 0.5, rng.normal(size=4)
         k, v = rng.normal(size=(2, 5, 4)) * 3, rng.normal(size=(2, 5, 4))
         args = [jnp.asarray(x, jnp.float64) for x in (td, tf, k, v)]
-        f = jax.jit(lambda *a: wkv4_pallas(*a, interpret=True))
+        f = jax.jit(lambda *a: wkv4_pallas(*a, interpret=INTERPRET))
         np.testing.assert_allclose(f(*args), jax.jit(_wkv4_ref)(*args), rtol=1e-12, atol=1e-12)
         check_grads(f, args, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
@@ -235,7 +249,7 @@ def test_wkv6_check_grads_float64():
         w = rng.uniform(-2.0, 0.5, size=(B, T, H * N))
         u = rng.normal(size=(H, N))
         args = [jnp.asarray(x, jnp.float64) for x in (r, k, v, w, u)]
-        f = jax.jit(lambda *a: wkv6_pallas(*a, interpret=True))
+        f = jax.jit(lambda *a: wkv6_pallas(*a, interpret=INTERPRET))
         np.testing.assert_allclose(f(*args), jax.jit(_wkv6_ref)(*args), rtol=1e-12, atol=1e-12)
         check_grads(f, args, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
@@ -274,7 +288,15 @@ _TRITON_CALL = "__gpu$xla.gpu.triton"
 
 
 def _lower_cuda(fn, args):
-    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    """StableHLO text of ``fn`` lowered for ``cuda``; off a GPU for an abstract H100 (jax >= 0.11 needs one)."""
+    lower = lambda: jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()  # noqa: E731
+    if ON_GPU:
+        return lower()
+    from jax.sharding import AbstractDevice, AbstractMesh, use_abstract_mesh
+
+    device = AbstractDevice(device_kind=ABSTRACT_GPU, num_cores=132, platform="gpu")
+    with use_abstract_mesh(AbstractMesh((1,), ("x",), abstract_device=device)):
+        return lower()
 
 
 def _grad_all(fn, n):
@@ -342,6 +364,7 @@ def test_bad_input_raises_clear_errors():
         wkv5_pallas(r, k6, v6, w, u, interpret=True)
 
 
+@pytest.mark.skipif(ON_GPU, reason="the kernels run natively on a GPU")
 def test_gpu_kernel_on_cpu_without_interpret_raises():
     (td, tf, k, v), _ = _v4_inputs(1, 3, 8)
     (r, k6, v6, w, u), _ = _v6_inputs(1, 3, 1, 8)

@@ -337,6 +337,54 @@ def test_pallas_dispatch_calls_the_kernels_with_their_signatures(monkeypatch):
         assert len(calls) == 3
 
 
+@pytest.fixture
+def fresh_auto():
+    """``impl="auto"``'s choices and kernel checks are cached per process: start and end each test without them."""
+    wkv._auto_on_gpu.cache_clear()
+    wkv.kernel_failure.cache_clear()
+    yield
+    wkv._auto_on_gpu.cache_clear()
+    wkv.kernel_failure.cache_clear()
+
+
+def test_auto_on_a_gpu_falls_back_when_the_kernel_fails_and_says_so(monkeypatch, caplog, fresh_auto):
+    calls = []
+    broken = types.SimpleNamespace(wkv4_pallas=lambda *a, interpret: calls.append("kernel") or 1 / 0)
+    monkeypatch.setitem(sys.modules, "pallas_kernels.wkv4", broken)
+    monkeypatch.setattr(wkv, "_on_gpu", lambda: True)
+    td, tf, k, v = _v4_inputs(7, 1, 3, 4, k_scale=1.0)
+    with caplog.at_level("WARNING", logger="jax_mat.ops.wkv"):
+        for _ in range(2):  # the second call neither checks nor logs again
+            np.testing.assert_array_equal(jit(lambda *a: wkv.wkv4(*a, impl="auto"))(td, tf, k, v),
+                                          jit(wkv.wkv4_scan)(td, tf, k, v))
+    assert calls == ["kernel"]
+    [line] = caplog.messages
+    assert "WKV impl=auto for wkv4" in line and "impl='scan'" in line and "ZeroDivisionError" in line
+
+
+def test_auto_on_a_gpu_refuses_a_kernel_with_wrong_numbers(monkeypatch, caplog, fresh_auto):
+    off = types.SimpleNamespace(wkv6_pallas=lambda r, k, v, w, u, interpret: r * 1.01)
+    monkeypatch.setitem(sys.modules, "pallas_kernels.wkv6", off)
+    monkeypatch.setattr(wkv, "_on_gpu", lambda: True)
+    with caplog.at_level("WARNING", logger="jax_mat.ops.wkv"):
+        assert wkv._resolve_impl("wkv6", "auto", False, "wkv6") == wkv.AUTO_OFF_GPU["wkv6"]
+    assert "relative difference" in caplog.text
+
+
+def test_kernel_check_passes_the_real_kernels_in_interpret_mode_even_while_tracing(fresh_auto):
+    seen = []
+
+    @jax.jit
+    def traced(x):  # auto is resolved while a network is traced: the check must run eagerly there too
+        seen.extend(wkv.kernel_failure(m, interpret=True) for m in ("wkv4", "wkv6"))
+        return x
+
+    traced(jnp.zeros(1))
+    assert seen == [None, None]
+    if jax.default_backend() == "cpu":
+        assert "interpret mode" in wkv.kernel_failure("wkv4")  # natively the CPU refuses the kernel
+
+
 def test_errors_name_what_is_allowed(monkeypatch):
     td, tf, k, v = _v4_inputs(9, 1, 3, 4, k_scale=1.0)
     r, k6, v6, w, u = _v6_inputs(10, 1, 3, 2, 2)

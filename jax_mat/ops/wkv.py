@@ -36,7 +36,12 @@ matrix state carried only across chunks), ``"pallas"`` (the kernels of
 ``interpret=True``) or ``"auto"``: Pallas on a GPU; elsewhere the form that
 measured faster on the CPU (``AUTO_OFF_GPU``): the scan for v4, the chunked
 form for v5/v6 (forward + backward at ``[3200, 3, 64]``, SMAX 3m's
-shape: 25x faster than the scan, ``docs/benchmarks.md``).
+shape: 25x faster than the scan, ``docs/benchmarks.md``). On a GPU ``"auto"``
+first checks once per process that the kernel compiles, runs and agrees with
+the scan at a tiny shape (``kernel_failure``) and says in one log line what it
+chose; a kernel that fails there (a jax without the Pallas backend it is
+written for, a compiler error on that card) is replaced by ``AUTO_OFF_GPU``'s
+form instead of failing the run.
 
 Accumulation is in float32 for narrower inputs (bfloat16, float16) and in the
 input's own precision otherwise (float64 under x64); outputs keep the dtype of
@@ -45,9 +50,10 @@ input's own precision otherwise (float64 under x64); outputs keep the dtype of
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import importlib
-import importlib.util
-import warnings
+import logging
 from typing import NamedTuple
 
 import jax
@@ -58,6 +64,8 @@ CHUNK = 16  # positions per chunk of the chunked forms
 # What impl="auto" runs without a GPU: the faster exact form measured on the CPU (docs/benchmarks.md).
 AUTO_OFF_GPU = {"wkv4": "scan", "wkv5": "chunked", "wkv6": "chunked"}
 _NEG_INF = -1e38  # upstream's initial running max
+PROBE_SHAPE = (2, 5, 64)  # [B, T, C] of kernel_failure's check: v6 as one head of 64, upstream's head size
+_LOG = logging.getLogger(__name__)
 
 
 class WKV4State(NamedTuple):
@@ -91,24 +99,86 @@ def _acc_dtype(*dtypes) -> jnp.dtype:
     return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
 
 
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
 def _resolve_impl(op: str, impl: str, interpret: bool, kernel_module: str) -> str:
     """The implementation ``op`` runs."""
     if impl not in IMPLS:
         raise ValueError(f"unknown WKV impl {impl!r}; allowed: {', '.join(map(repr, IMPLS))}")
-    on_gpu = jax.default_backend() == "gpu"
+    on_gpu = _on_gpu()
     if impl == "auto":
-        if not on_gpu:
-            return AUTO_OFF_GPU[op]
-        if importlib.util.find_spec(f"pallas_kernels.{kernel_module}") is None:
-            warnings.warn(f"pallas_kernels.{kernel_module} is not available; WKV falls back to impl='scan' on the GPU")
-            return "scan"
-        return "pallas"
+        return _auto_on_gpu(op, kernel_module) if on_gpu else AUTO_OFF_GPU[op]
     if impl == "pallas" and not on_gpu and not interpret:
         raise ValueError(
             f"WKV impl='pallas' needs a GPU (the default backend is {jax.default_backend()!r}); "
             "pass interpret=True to run the kernel in Pallas interpret mode, or use impl='scan'"
         )
     return impl
+
+
+@functools.cache
+def _auto_on_gpu(op: str, kernel_module: str) -> str:
+    """``"pallas"`` when the kernel works on this GPU, else ``AUTO_OFF_GPU[op]``; logs the choice once."""
+    failure = kernel_failure(kernel_module)
+    device = jax.devices()[0].device_kind
+    if failure is None:
+        _LOG.warning("jax_mat: WKV impl=auto for %s on %s: the Pallas kernel (pallas_kernels.%s)", op, device,
+                     kernel_module)
+        return "pallas"
+    fallback = AUTO_OFF_GPU[op]
+    _LOG.warning("jax_mat: WKV impl=auto for %s on %s: impl=%r, since the Pallas kernel failed its check (%s)",
+                 op, device, fallback, failure)
+    return fallback
+
+
+@functools.cache
+def kernel_failure(kernel_module: str, interpret: bool = False) -> str | None:
+    """Why ``pallas_kernels.<kernel_module>`` cannot serve on the default device, or ``None`` when it compiles,
+    runs, and its output and every gradient agree with the scan (relative 1e-3) at ``PROBE_SHAPE``.
+
+    Called while a function is being traced (``auto`` is resolved there), it still runs eagerly: in a thread of
+    its own, whose JAX trace state is fresh.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_check_kernel, kernel_module, interpret).result()
+
+
+def _check_kernel(kernel_module: str, interpret: bool) -> str | None:
+    b, t, c = PROBE_SHAPE
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    try:
+        if kernel_module == "wkv4":
+            kernel = _kernel("wkv4", "wkv4_pallas")
+            args = [jax.random.normal(keys[0], (c,)) - 1.0, jax.random.normal(keys[1], (c,)),
+                    *(jax.random.normal(key, (b, t, c)) for key in keys[2:4])]
+            reference = wkv4_scan
+        else:
+            kernel = _kernel(kernel_module, "wkv6_pallas")
+            args = [*(jax.random.normal(key, (b, t, c)) for key in keys[:4]), jax.random.normal(keys[4], (1, c))]
+            reference = wkv6_scan
+        g = jax.random.normal(keys[5], (b, t, c))
+        got = _value_and_vjp(lambda *a: kernel(*a, interpret=interpret), args, g)
+        want = _value_and_vjp(reference, args, g)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            err = float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-6))
+            if not err <= 1e-3:  # also catches NaN
+                return f"relative difference {err:.2g} from the scan"
+    except Exception as err:  # noqa: BLE001 - any failure (import, lowering, compiling, running) means "do not use"
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        return f"{type(err).__name__}: {first}"
+    return None
+
+
+def _value_and_vjp(fn, args, g):
+    """``fn(*args)`` and its vjp against ``g``, one jitted program."""
+
+    def run(args, g):
+        y, vjp = jax.vjp(fn, *args)
+        return y, vjp(g)
+
+    return jax.jit(run)(args, g)
 
 
 def _kernel(module: str, name: str):
