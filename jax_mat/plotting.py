@@ -153,11 +153,11 @@ def eval_results(run_dir: str, absolute: bool = False) -> list[dict]:
     return results.get("per_seed", [results])
 
 
-def format_estimate(stats: Mapping[str, float]) -> str:
+def format_estimate(stats: Mapping[str, float], digits: int = 3) -> str:
     """``mean [ci_low, ci_high]`` (or the mean alone where one seed gives no interval)."""
     if not math.isfinite(stats["ci_low"]):
-        return f"{stats['mean']:.3f}"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} [{stats['ci_low']:.{digits}f}, {stats['ci_high']:.{digits}f}]"
 
 
 def score_table(groups: Mapping[str, Sequence[str]], keys: Sequence[str] = ("win_rate", "mean_return"),

@@ -128,8 +128,8 @@ def add_wall_time(run_dir: str, seconds: float) -> None:
 def results_table(out: str, maps: list[str], algos: list[str], configs: dict) -> str:
     """The Markdown table of every finished (map, algorithm) run under ``out``."""
     lines = [
-        "| map | algorithm | env steps | time limit | eval | seeds | final win rate, mean [95% CI] | "
-        "absolute win rate, mean [95% CI] | steps to eval win rate 0.8 | wall time | paper |",
+        "| map | algorithm | env steps | time limit | eval | seeds | final win rate %, mean [95% CI] | "
+        "absolute win rate %, mean [95% CI] | steps to eval win rate 0.8 | wall time | paper % |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for map_name in maps:
@@ -146,10 +146,11 @@ def results_table(out: str, maps: list[str], algos: list[str], configs: dict) ->
                 lines.append(f"| {map_name} | {algo} | {cfg.train.total_steps:,} | {cfg.env.time_limit} | "
                              f"| | not finished | | | | {paper_cell} |")
                 continue
-            final_cell = plotting.format_estimate(statistics.summary([100 * r["win_rate"] for r in final]))
+            percent = lambda rows: plotting.format_estimate(statistics.summary([100 * r["win_rate"] for r in rows]), 1)
+            final_cell = percent(final)
             try:
                 absolute = plotting.eval_results(run_dir, absolute=True)
-                absolute_cell = plotting.format_estimate(statistics.summary([100 * r["win_rate"] for r in absolute]))
+                absolute_cell = percent(absolute)
             except ValueError:
                 absolute_cell = "—"
             reach = first_reach(run_dir)
