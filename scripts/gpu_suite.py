@@ -157,7 +157,8 @@ def repro_commands(suite: "Suite") -> list[Command]:
     out = os.path.join(suite.work, "repro_3s5z")
     seeds = os.environ.get("JAX_MAT_GPU_SEEDS", "8")
     return [
-        Command("reproduce", _py(script, "--maps", "3s5z", "--algos", "mat", "--seeds", seeds, "--out", out), 600),
+        Command("reproduce", _py(script, "--maps", "3s5z", "--algos", "mat", "--seeds", seeds, "--out", out,
+                                 "--no-progress"), 600),
         Command("table", _py(SELF, "--internal", "show", os.path.join(out, "results.md")), 10, reserve_s=10),
     ]
 
