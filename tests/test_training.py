@@ -153,8 +153,8 @@ def test_cli_seed_sweep_equals_single_seed_runs_and_logs_each_seed(tmp_path, cap
     sweep_records = [json.loads(x) for x in (sweep_dir / "evaluations.jsonl").read_text().splitlines()]
     single_records = [json.loads(x) for x in (single_dir / "evaluations.jsonl").read_text().splitlines()]
     assert [(r["update"], r["seed"]) for r in sweep_records] == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert [r["episode_return"] for r in sweep_records if r["seed"] == 1] == pytest.approx(
-        [r["episode_return"] for r in single_records], abs=1e-5)
+    np.testing.assert_allclose([r["episode_return"] for r in sweep_records if r["seed"] == 1],
+                               [r["episode_return"] for r in single_records], atol=1e-5)
     assert len(results["absolute"]["per_seed"]) == 2
     assert results["seeds"] == 2 and len(results["per_seed"]) == 2
     assert results["per_seed"][1]["mean_return"] == pytest.approx(single_results["mean_return"], abs=1e-5)
