@@ -15,13 +15,10 @@ def make_trainer(name: str | None, overrides: list[str]):
     Raises ``ValueError`` naming the problem for a bad config, before anything is compiled.
     """
     from jax_mat import config as config_lib
-    from jax_mat.envs.registry import make_env_from_config
-    from jax_mat.networks.registry import make_policy
-    from jax_mat.training.runner import Trainer
+    from jax_mat.training.runner import make_trainer
 
     cfg = config_lib.load_config(name, overrides)
-    env = make_env_from_config(cfg.env)
-    return cfg, Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    return cfg, make_trainer(cfg)
 
 
 def time_steps(step: Callable[[Any], Any], state: Any, repeats: int) -> tuple[Any, float, float]:

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jax_mat import statistics
+from jax_mat.training.run_dir import EVAL_FILE, TENSORBOARD_DIR, RunDir
 
 Curve = tuple[np.ndarray, np.ndarray]  # (env steps [T], values [T])
 
@@ -44,9 +45,9 @@ def read_scalars(event_dir: str) -> dict[str, Curve]:
 
 def seed_event_dirs(run_dir: str) -> list[str]:
     """The event folders of a run's seeds: ``tb/seed_<k>`` of a sweep, else ``tb``."""
-    tb = os.path.join(run_dir, "tb")
+    tb = RunDir(run_dir).tensorboard
     if not os.path.isdir(tb):
-        raise ValueError(f"{run_dir} is not a jax_mat run directory (no tb/)")
+        raise ValueError(f"{run_dir} is not a jax_mat run directory (no {TENSORBOARD_DIR}/)")
     seeds = sorted((d for d in os.listdir(tb) if d.startswith("seed_")), key=lambda d: int(d.split("_")[1]))
     return [os.path.join(tb, d) for d in seeds] or [tb]
 
@@ -141,9 +142,9 @@ def plot_learning_curves(
 def eval_results(run_dir: str, absolute: bool = False) -> list[dict]:
     """The per-seed results in a run's ``eval.json``: the final greedy evaluation, or with ``absolute`` the
     absolute metric (each seed's best periodic evaluation replayed on 10x the episodes)."""
-    path = os.path.join(run_dir, "eval.json")
+    path = RunDir(run_dir).eval
     if not os.path.isfile(path):
-        raise ValueError(f"{run_dir} has no eval.json (the run has not finished)")
+        raise ValueError(f"{run_dir} has no {EVAL_FILE} (the run has not finished)")
     with open(path) as f:
         results = json.load(f)
     if absolute:

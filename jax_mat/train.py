@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import math
 import os
 import sys
@@ -34,10 +33,7 @@ from typing import Sequence
 
 from jax_mat import config as config_lib
 from jax_mat.host.pool import HostEnvFailure
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
-MARL_EVAL_FILE = "marl_eval.json"
+from jax_mat.training import run_dir as run_dir_lib
 
 
 class TrainingError(RuntimeError):
@@ -106,26 +102,15 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")
-        run_dir = args.resume
-        config_path = os.path.join(run_dir, CONFIG_FILE)
-        if not os.path.isdir(run_dir):
-            raise ValueError(f"--resume: no run directory {run_dir}")
-        if not os.path.isfile(config_path):
-            raise ValueError(f"--resume: {run_dir} is not a jax_mat run (no {CONFIG_FILE})")
-        cfg = config_lib.config_from_file(config_path, overrides)
-        return cfg, run_dir, True
+        run = run_dir_lib.require_run(args.resume, "--resume")
+        cfg = config_lib.config_from_file(run.config, overrides)
+        return cfg, run.path, True
     cfg = config_lib.load_config(name, overrides)
     if cfg.train.init_from:
         from jax_mat.training import finetune
 
         cfg = finetune.record_source(cfg)
-    if args.run_dir:
-        run_dir = args.run_dir
-        if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
-            raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --run-dir")
-    else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = os.path.join("runs", f"{cfg.run_name}-{stamp}")
+    run_dir = run_dir_lib.require_new(args.run_dir).path if args.run_dir else run_dir_lib.default_path(cfg.run_name)
     return cfg, run_dir, False
 
 
@@ -166,28 +151,29 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
     mesh = distributed.mesh_from_config(cfg.train)
     config_lib.check_splits_over_devices(cfg.env.name, mesh.size)  # what train.devices=all found
 
-    from jax_mat.envs.host_bridge import host_metrics, reporting_host_errors
-    from jax_mat.envs.registry import has_wins, make_env_from_config
-    from jax_mat.networks.registry import make_policy
+    from jax_mat.envs.host_bridge import reporting_host_errors
+    from jax_mat.envs.registry import has_wins
     from jax_mat.training import finetune
     from jax_mat.training.checkpoint import Checkpointer
-    from jax_mat.training.evaluation import ABSOLUTE_FACTOR, Evaluations, marl_eval_record, read_evaluations
+    from jax_mat.training.evaluation import (ABSOLUTE_FACTOR, Evaluations, final_evaluation, marl_eval_record,
+                                             read_evaluations)
     from jax_mat.training.logging import NullLogger, RunLogger, write_json_atomic
-    from jax_mat.training.runner import Trainer
+    from jax_mat.training.runner import make_trainer
     from jax_mat.versions import package_versions
 
     primary = distributed.is_primary()
-    env = make_env_from_config(cfg.env)
-    training = distributed.shard_training(Trainer(cfg, env, make_policy(env.spec, cfg.algo)), mesh)
+    training = distributed.shard_training(make_trainer(cfg), mesh)
+    env = training.trainer.env
     n_seeds = cfg.train.seeds
     try:
         # Few-shot: read and check the source checkpoint before anything is compiled or written.
         init_weights = finetune.load(training.trainer) if cfg.train.init_from and not resume else None
     except BaseException:
-        _close(env)
+        env.close()
         raise
     distributed.barrier("jax_mat: every process checked its inputs")  # before process 0 writes anything
-    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
+    run = run_dir_lib.RunDir(run_dir)
+    checkpointer = Checkpointer(run.checkpoints)
     if resume:
         # The newest checkpoint that restores; newer damaged ones are moved aside (kept), so that the run can
         # save those updates again.
@@ -201,7 +187,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             os.makedirs(run_dir, exist_ok=True)
             # A process id belongs to one process of one launch; a resumed run gets its own again.
             saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
-            config_lib.save_config(saved, os.path.join(run_dir, CONFIG_FILE), package_versions())
+            config_lib.save_config(saved, run.config, package_versions())
         with reporting_host_errors(env):
             state = training.init(sweep.run_keys(cfg.seed, n_seeds))
         if init_weights is not None:
@@ -228,7 +214,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
                 state, metrics = training.update(state)
                 metrics = per_seed(metrics)
             for seed_metrics in metrics:
-                seed_metrics.update(host_metrics(env))
+                seed_metrics.update(env.host_metrics())
             done_updates += 1
             problem = _sweep_problem(metrics, done_updates, steps_per_update)
             if problem:
@@ -250,8 +236,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             if done_updates % cfg.train.checkpoint_every == 0 or done_updates == total_updates:
                 checkpointer.save(done_updates, state)
         with reporting_host_errors(env):
-            results = sweep.split_seeds(training.evaluate(state.params, sweep.run_keys(cfg.seed + 10_000, n_seeds)),
-                                        n_seeds)
+            results = final_evaluation(training, state.params)
             absolute, absolute_episodes = evaluations.absolute(state.params)
         logger.log_eval(total_updates * steps_per_update, results)
         summary = sweep.summarize(results, {"env_steps": total_updates * steps_per_update, "updates": total_updates,
@@ -262,24 +247,17 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
             "of": "each seed's best periodic evaluation (its final parameters if none)"})
         summary["versions"] = package_versions()
         if primary:
-            write_json_atomic(os.path.join(run_dir, "eval.json"), summary)
+            write_json_atomic(run.eval, summary)
             record = marl_eval_record(cfg.env.name, cfg.env.variant, cfg.run_algo_name,
                                       read_evaluations(run_dir), absolute_episodes, has_wins(cfg.env))
-            write_json_atomic(os.path.join(run_dir, MARL_EVAL_FILE), record)
+            write_json_atomic(run.marl_eval, record)
         return summary
     finally:
         if evaluations is not None:
             evaluations.close()
         logger.close()
         checkpointer.close()
-        _close(env)
-
-
-def _close(env) -> None:
-    """Stops a host bridge's worker processes (other environments hold none)."""
-    close = getattr(env, "close", None)
-    if close is not None:
-        close()
+        env.close()  # a host bridge's worker processes (nothing for the other environments)
 
 
 def join_processes(args: argparse.Namespace) -> None:
@@ -291,7 +269,7 @@ def join_processes(args: argparse.Namespace) -> None:
     """
     name, overrides = _config_items(args)
     if args.resume:
-        saved = os.path.join(args.resume, CONFIG_FILE)
+        saved = run_dir_lib.RunDir(args.resume).config
         if not os.path.isfile(saved):
             return  # resolve() reports what is wrong with the run directory
         train_config = config_lib.load_train_config(overrides=overrides, saved=saved)

@@ -66,8 +66,7 @@ def main(argv=None) -> int:
     _, first_s, update_s = time_steps(lambda s: update(s)[0], state, args.updates)
     compile_s = init_s + first_s
 
-    env_state, timestep = jax.jit(rollout_lib.reset_envs, static_argnums=(0, 2))(env, jax.random.PRNGKey(1),
-                                                                               cfg.train.n_envs)
+    env_state, timestep = jax.jit(env.reset_batch, static_argnums=1)(jax.random.PRNGKey(1), cfg.train.n_envs)
     rollout = rollout_lib.make_random_rollout(env, cfg.train.episode_length)
     # Each call a fresh key, split inside the jitted rollout's input: (env_state, timestep, key) -> the next.
     def env_step(carry):

@@ -21,6 +21,7 @@ import sys
 from jax_mat import config as config_lib
 from jax_mat import plotting
 from jax_mat import train
+from jax_mat.training.run_dir import RunDir
 
 
 def main(argv=None) -> int:
@@ -45,10 +46,10 @@ def main(argv=None) -> int:
     for algo in args.algos:
         run_dir = os.path.join(args.out, algo)
         groups[algo] = [run_dir]
-        if os.path.isfile(os.path.join(run_dir, "eval.json")):
+        if RunDir(run_dir).is_finished():
             print(f"{algo}: finished run in {run_dir}, not trained again")
             continue
-        if os.path.isfile(os.path.join(run_dir, train.CONFIG_FILE)):
+        if RunDir(run_dir).is_run():
             code = train.main(["--resume", run_dir, *progress])
         else:
             items = ([name] if name else []) + [f"algo={algo}", *overrides]

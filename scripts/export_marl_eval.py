@@ -16,8 +16,8 @@ import json
 import os
 import sys
 
-from jax_mat import train
 from jax_mat.training.evaluation import merge_marl_eval
+from jax_mat.training.run_dir import MARL_EVAL_FILE, RunDir
 
 
 def main(argv=None) -> int:
@@ -28,9 +28,9 @@ def main(argv=None) -> int:
     records = []
     try:
         for run_dir in args.run_dirs:
-            path = os.path.join(run_dir, train.MARL_EVAL_FILE)
+            path = RunDir(run_dir).marl_eval
             if not os.path.isfile(path):
-                raise ValueError(f"{run_dir} has no {train.MARL_EVAL_FILE} (not a finished jax_mat run)")
+                raise ValueError(f"{run_dir} has no {MARL_EVAL_FILE} (not a finished jax_mat run)")
             with open(path) as f:
                 records.append(json.load(f))
         folder = os.path.dirname(os.path.abspath(args.out))

@@ -22,19 +22,18 @@ import sys
 
 from jax_mat import config as config_lib
 from jax_mat import plotting
+from jax_mat.training.run_dir import require_run
 
 
 def group_runs(run_dirs: list[str], group_by: str) -> dict[str, list[str]]:
     """``{label: [run_dir, ...]}``: by algorithm (``marwkv_v6`` for RWKV versions other than 4) or by run."""
     groups: dict[str, list[str]] = {}
     for run_dir in run_dirs:
-        config_path = os.path.join(run_dir, "config.yaml")
-        if not os.path.isfile(config_path):
-            raise ValueError(f"{run_dir} is not a jax_mat run directory (no config.yaml)")
+        run = require_run(run_dir)
         if group_by == "run":
             label = os.path.basename(os.path.normpath(run_dir))
         else:
-            cfg = config_lib.config_from_file(config_path)
+            cfg = config_lib.config_from_file(run.config)
             label = cfg.algo.name
             if cfg.algo.name in config_lib.RWKV_ALGOS and cfg.algo.rwkv_version != 4:
                 label += f"_v{cfg.algo.rwkv_version}"

@@ -36,6 +36,7 @@ from jax_mat import config as config_lib
 from jax_mat import plotting, statistics
 from jax_mat import train
 from jax_mat.training import evaluation
+from jax_mat.training.run_dir import RunDir
 
 # The MAT paper's Table 1 (SMAC): map -> (environment steps, MAT's win rate, MAPPO's win rate), in percent.
 PAPER = {
@@ -135,9 +136,9 @@ def results_table(out: str, maps: list[str], algos: list[str], configs: dict) ->
     for map_name in maps:
         for algo in algos:
             run_dir = run_dir_of(out, map_name, algo)
-            saved = os.path.join(run_dir, train.CONFIG_FILE)
+            run = RunDir(run_dir)
             # A run's own settings (a resumed run keeps the budget it started with).
-            cfg = config_lib.config_from_file(saved) if os.path.isfile(saved) else configs[map_name, algo]
+            cfg = config_lib.config_from_file(run.config) if run.is_run() else configs[map_name, algo]
             paper = PAPER.get(map_name)
             paper_cell = f"{paper[1 + PAPER_ALGOS.index(algo)]:.1f}" if paper and algo in PAPER_ALGOS else "—"
             try:
@@ -197,8 +198,7 @@ def main(argv=None) -> int:
         configs = {(m, a): run_config(m, a, args.seeds, budget, args.overrides) for m in args.maps for a in args.algos}
         for (map_name, algo), cfg in configs.items():
             run_dir = run_dir_of(args.out, map_name, algo)
-            started = os.path.isfile(os.path.join(run_dir, train.CONFIG_FILE))
-            finished = os.path.isfile(os.path.join(run_dir, "eval.json"))
+            started, finished = RunDir(run_dir).is_run(), RunDir(run_dir).is_finished()
             if started and not finished and not args.resume:
                 raise ValueError(f"{run_dir} holds an unfinished run: pass --resume to continue it")
         check_writable_file(os.path.join(args.out, "results.md"))
@@ -210,10 +210,10 @@ def main(argv=None) -> int:
     progress = ["--no-progress"] if args.no_progress else []
     for (map_name, algo), cfg in configs.items():
         run_dir = run_dir_of(args.out, map_name, algo)
-        if os.path.isfile(os.path.join(run_dir, "eval.json")):
+        if RunDir(run_dir).is_finished():
             print(f"{map_name} {algo}: finished run in {run_dir}")
             continue
-        if os.path.isfile(os.path.join(run_dir, train.CONFIG_FILE)):
+        if RunDir(run_dir).is_run():
             argv_run = ["--resume", run_dir, *progress]
         else:
             argv_run = [f"algo={algo}", f"env.map={map_name}", *args.overrides, f"train.seeds={args.seeds}",
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
         f.write(table)
     records = []
     for map_name, algo in configs:
-        path = os.path.join(run_dir_of(args.out, map_name, algo), train.MARL_EVAL_FILE)
+        path = RunDir(run_dir_of(args.out, map_name, algo)).marl_eval
         if os.path.isfile(path):
             with open(path) as f:
                 records.append(json.load(f))

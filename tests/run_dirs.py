@@ -10,27 +10,25 @@ import pathlib
 import jax
 
 from jax_mat import config as config_lib
-from jax_mat.train import CHECKPOINT_DIR, CONFIG_FILE
+from jax_mat.training.run_dir import RunDir
 
 
 def untrained_run(run_dir, overrides, update=0, with_checkpoint=True):
     """Writes ``run_dir`` (config.yaml and, if asked, checkpoint ``update`` of ``Trainer.init``); returns its state."""
-    from jax_mat.envs.registry import make_env_from_config
-    from jax_mat.networks.registry import make_policy
     from jax_mat.training import sweep
     from jax_mat.training.checkpoint import Checkpointer
-    from jax_mat.training.runner import Trainer
+    from jax_mat.training.runner import make_trainer
 
     cfg = config_lib.load_config(None, list(overrides))
-    os.makedirs(run_dir)
-    config_lib.save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
+    run = RunDir(run_dir)
+    os.makedirs(run.path)
+    config_lib.save_config(cfg, run.config)
     if not with_checkpoint:
         return None
-    env = make_env_from_config(cfg.env)
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    trainer = make_trainer(cfg)
     n_seeds = cfg.train.seeds
     state = jax.jit(sweep.over_seeds(trainer.init, n_seeds))(sweep.run_keys(cfg.seed, n_seeds))
-    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
+    checkpointer = Checkpointer(run.checkpoints)
     try:
         checkpointer.save(update, state)
     finally:

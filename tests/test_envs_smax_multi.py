@@ -51,7 +51,7 @@ def lockstep():
     @jax.jit
     def run(key):
         reset_key, key = jax.random.split(key)
-        carry = (*rollout.reset_envs(padded, reset_key, N_ENVS), *rollout.reset_envs(single, reset_key, N_ENVS))
+        carry = (*padded.reset_batch(reset_key, N_ENVS), *single.reset_batch(reset_key, N_ENVS))
 
         def body(carry, step_key):
             p_state, _, s_state, s_ts = carry
@@ -59,8 +59,8 @@ def lockstep():
             real = rollout.random_actions(single.spec, act_key, s_ts.avail)
             sent = jax.random.randint(junk_key, (N_ENVS, PAD_ALLIES), 0, padded.spec.action_dim)
             sent = sent.at[:, :3].set(jnp.where(real == STOP, padded.spec.action_dim - 1, real))
-            p_state, p_ts = rollout.step_envs(padded, env_key, p_state, sent)
-            s_state, s_ts = rollout.step_envs(single, env_key, s_state, real)
+            p_state, p_ts = padded.step_batch(env_key, p_state, sent)
+            s_state, s_ts = single.step_batch(env_key, s_state, real)
             return (p_state, p_ts, s_state, s_ts), (p_ts, s_ts)
 
         _, (p_seq, s_seq) = jax.lax.scan(body, carry, jax.random.split(key, N_STEPS))

@@ -89,7 +89,7 @@ def test_reset_optimizer_keeps_only_the_parameters_of_the_checkpoint_named(sourc
 
 @pytest.mark.parametrize("make_argv, message", [
     (lambda src, tmp: ["--init-from", str(tmp / "nothing")], "does not exist"),
-    (lambda src, tmp: ["--init-from", str(tmp)], "is not a jax_mat run (no config.yaml)"),
+    (lambda src, tmp: ["--init-from", str(tmp)], "is not a jax_mat run directory (no config.yaml)"),
     (lambda src, tmp: ["--init-from", str(_without_checkpoints(src, tmp))], "holds no complete checkpoint"),
     (lambda src, tmp: ["--init-from", str(src / "checkpoints" / "7")], "has updates 1, 2"),
     (lambda src, tmp: ["--init-from", str(src), "algo.n_embd=32"],

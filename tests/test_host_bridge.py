@@ -17,7 +17,7 @@ import pytest
 
 from jax_mat import config as config_lib
 from jax_mat import train
-from jax_mat.envs.host_bridge import HostBridgeEnv, host_error
+from jax_mat.envs.host_bridge import HostBridgeEnv
 from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool
 from jax_mat.host.worker import host_array, pack, unpack
 from jax_mat.training import rollout
@@ -167,7 +167,7 @@ def _scan_random_steps(env, n_steps):
             state, timestep = carry
             action_key, env_key = jax.random.split(step_key)
             actions = rollout.random_actions(env.spec, action_key, timestep.avail)
-            state, timestep = rollout.step_envs(env, env_key, state, actions)
+            state, timestep = env.step_batch(env_key, state, actions)
             return (state, timestep), timestep
 
         (state, _), timesteps = jax.lax.scan(body, (state, timestep), jax.random.split(key, n_steps))
@@ -178,7 +178,7 @@ def _scan_random_steps(env, n_steps):
 
 def test_every_transition_through_the_jitted_bridge_is_accounted_for(faulty_env):
     env, n_envs, n_steps = faulty_env, 4, 23
-    state, first = jax.jit(lambda k: rollout.reset_envs(env, k, n_envs))(jax.random.PRNGKey(0))
+    state, first = jax.jit(lambda k: env.reset_batch(k, n_envs))(jax.random.PRNGKey(0))
     final, ts = jax.device_get(_scan_random_steps(env, n_steps)(state, first, jax.random.PRNGKey(1)))
     assert ts.obs.shape == (n_steps, n_envs, 2, 4) and ts.reward.shape == (n_steps, n_envs, 2)
     # Crashes at pool steps 5, 10, 15, 20 (both workers); otherwise every 3rd step of an episode hits the limit.
@@ -233,8 +233,8 @@ def test_a_stale_state_is_refused(faulty_env):
     reset(jax.random.PRNGKey(1))
     with pytest.raises(jax.errors.JaxRuntimeError):
         jax.block_until_ready(jax.jit(faulty_env.step_batch)(jax.random.PRNGKey(2), old, jnp.ones((2, 2), jnp.int32)))
-    assert isinstance(host_error(faulty_env), HostEnvError)
-    assert "from before the last reset" in str(host_error(faulty_env))
+    assert isinstance(faulty_env.host_error(), HostEnvError)
+    assert "from before the last reset" in str(faulty_env.host_error())
 
 
 # --------------------------------------------------------------------------- Bi-DexHands API
@@ -246,7 +246,7 @@ def _dexhands_rollout(factory):
         spec = env.spec
         assert (spec.n_agents, spec.obs_dim, spec.state_dim, spec.action_dim) == (2, 13, 26, 3)
         assert not spec.discrete and spec.max_episode_steps == 50
-        state, first = jax.jit(lambda k: rollout.reset_envs(env, k, 2))(jax.random.PRNGKey(0))
+        state, first = jax.jit(lambda k: env.reset_batch(k, 2))(jax.random.PRNGKey(0))
         np.testing.assert_array_equal(first.avail[0], [[1, 1, 0], [1, 1, 1]])  # agent 0's arm has 2 joints
         _, ts = jax.device_get(_scan_random_steps(env, 60)(state, first, jax.random.PRNGKey(1)))
     finally:

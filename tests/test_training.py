@@ -79,6 +79,11 @@ def test_cli_writes_a_complete_run_directory(tmp_path, capfd):
     assert run["step_0"]["step_count"] == 64 and run["step_0"]["return"] == records[0]["episode_return"]
     assert len(run["absolute_metrics"]["return"]) == len(run["absolute_metrics"]["win_rate"]) == 20
     from jax_mat import evaluate
+    # By default the evaluation command replays eval.json's episodes on the checkpoint they were played from.
+    again = evaluate.evaluate_run(str(run_dir))
+    assert again["checkpoint_update"] == 3
+    assert {k: again[k] for k in ("episodes", "win_rate", "mean_return", "mean_length")} == {
+        k: results[k] for k in ("episodes", "win_rate", "mean_return", "mean_length")}
     assert evaluate.main([str(run_dir), "--episodes", "3"]) == 0
     assert "checkpoint update 3: 3 greedy episodes" in capfd.readouterr().out
     assert evaluate.main([str(run_dir), "--episodes", "3", "--stochastic"]) == 0

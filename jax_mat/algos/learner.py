@@ -51,7 +51,7 @@ def policy_optimizer(policy: Policy, lr: float, eps: float, max_grad_norm: float
     names) and ``param_labels(params)`` (each leaf's group) gets one
     ``make_optimizer`` per group through ``optax.multi_transform``.
     """
-    groups = getattr(policy, "param_groups", ())
+    groups = policy.param_groups
     if not groups:
         return make_optimizer(lr, eps, max_grad_norm)
     return optax.multi_transform({g: make_optimizer(lr, eps, max_grad_norm) for g in groups}, policy.param_labels)

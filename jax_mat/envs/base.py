@@ -67,10 +67,18 @@ class Timestep:
 
 
 class MultiAgentEnv(Protocol):
-    """A pure-functional multi-agent environment.
+    """A pure-functional multi-agent environment, and what the rollout asks of it.
 
-    ``step`` must auto-reset (wrap a raw environment in ``AutoReset``) so that
-    a rollout is a plain ``lax.scan``.
+    An environment implements ``reset`` and an auto-resetting ``step`` (wrap a raw environment in
+    ``envs.wrappers.AutoReset``) so that a rollout is a plain ``lax.scan``. The other methods are
+    capabilities with defaults that environments may override by subclassing this protocol:
+
+    * ``reset_batch`` / ``step_batch``: ``E`` environments at once (``[E, ...]`` states and timesteps);
+      by default ``reset``/``step`` under ``jax.vmap``. A host bridge steps its whole pool of simulators
+      in one ordered callback, which cannot be vmapped, and so overrides these (``BatchedMultiAgentEnv``).
+    * ``host_metrics()``: host-side counters logged with every update (a bridge's ``bridge/*``); none here.
+    * ``host_error()``: the host error that stopped a jitted call, to report in one line; none here.
+    * ``close()``: releases host resources (a bridge's worker processes); nothing here.
     """
 
     spec: EnvSpec
@@ -82,24 +90,35 @@ class MultiAgentEnv(Protocol):
         """``actions``: ``[N]`` int32 (discrete) or ``[N, A]`` float32 (continuous)."""
         ...
 
-
-class BatchedMultiAgentEnv(Protocol):
-    """An environment that steps a whole batch of environments in one call.
-
-    Host bridges (a pool of simulators in worker processes) implement this
-    instead of ``MultiAgentEnv``: an ordered host callback cannot be vmapped,
-    so the rollout (``training.rollout.reset_envs`` / ``step_envs``) calls
-    these once per step with ``E``-leading arrays rather than vmapping
-    ``reset``/``step``. ``step_batch`` auto-resets finished environments, with
-    the same ``Timestep`` semantics as ``envs.wrappers.AutoReset``.
-    """
-
-    spec: EnvSpec
-
     def reset_batch(self, key: chex.PRNGKey, n_envs: int) -> tuple[Any, Timestep]:
-        """``n_envs`` fresh environments; every timestep field gains a leading ``[E]`` axis."""
-        ...
+        """``n_envs`` fresh environments; every state and timestep leaf gains a leading ``[E]`` axis."""
+        return jax.vmap(self.reset)(jax.random.split(key, n_envs))
 
     def step_batch(self, key: chex.PRNGKey, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
-        """``actions``: ``[E, N]`` int32 or ``[E, N, A]`` float32."""
-        ...
+        """Steps ``[E, ...]`` environments with ``[E, N]`` int32 or ``[E, N, A]`` float32 actions."""
+        return jax.vmap(self.step)(jax.random.split(key, actions.shape[0]), state, actions)
+
+    def host_metrics(self) -> dict[str, float]:
+        return {}
+
+    def host_error(self) -> Exception | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class BatchedMultiAgentEnv(MultiAgentEnv, Protocol):
+    """An environment that only steps a whole batch of environments in one call.
+
+    Host bridges (a pool of simulators in worker processes) and multi-map SMAX (one group of
+    environments per map) implement ``reset_batch``/``step_batch`` and not the single-environment
+    ``reset``/``step``. ``step_batch`` auto-resets finished environments, with the same ``Timestep``
+    semantics as ``envs.wrappers.AutoReset``.
+    """
+
+    def reset(self, key: chex.PRNGKey) -> tuple[Any, Timestep]:
+        raise TypeError(f"{type(self).__name__} steps whole batches of environments: use reset_batch")
+
+    def step(self, key: chex.PRNGKey, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
+        raise TypeError(f"{type(self).__name__} steps whole batches of environments: use step_batch")

@@ -26,10 +26,10 @@ simulators' episodes were lost with the old process), exactly as for a
 restarted worker.
 
 Host-side statistics (restarts, crashes, timeouts, truncated episodes, steps,
-host seconds) are counters in the pools, read with ``host_metrics(env)``; the
+host seconds) are counters in the pools, read with ``env.host_metrics()``; the
 training CLI logs them with each update. A host environment's bad output
 (``HostEnvError``) or repeated failure (``HostEnvFailure``) stops the program
-with that error, which ``host_error(env)`` returns for a one-line report.
+with that error, which ``env.host_error()`` returns for a one-line report.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.base import BatchedMultiAgentEnv, EnvSpec, Timestep
+from jax_mat.envs.wrappers import episode_totals
 from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool, PoolStats, ended_by_restart
 
 __all__ = [
-    "BridgeState", "HostBridgeEnv", "HostEnvError", "HostEnvFailure", "host_error", "host_metrics",
-    "reporting_host_errors",
+    "BridgeState", "HostBridgeEnv", "HostEnvError", "HostEnvFailure", "reporting_host_errors",
 ]
 
 
@@ -82,7 +82,7 @@ class _DropOwnErrors(logging.Filter):
 _DROP_OWN_ERRORS = _DropOwnErrors()
 
 
-class HostBridgeEnv:
+class HostBridgeEnv(BatchedMultiAgentEnv):
     """A ``BatchedMultiAgentEnv`` whose environments are host simulators in worker processes.
 
     Args:
@@ -173,13 +173,9 @@ class HostBridgeEnv:
         handle, obs, world, avail, active, reward, done, truncated, won = io_callback(
             functools.partial(self._guarded, self._host_step), shapes, state.handle, actions, ordered=True
         )
-        episode_return = state.episode_return + reward[:, 0]
-        episode_length = state.episode_length + 1
-        next_state = BridgeState(
-            handle,
-            jnp.where(done, 0.0, episode_return).astype(jnp.float32),
-            jnp.where(done, 0, episode_length).astype(jnp.int32),
-        )
+        episode_return, episode_length, next_return, next_length = episode_totals(
+            state.episode_return, state.episode_length, reward, done)
+        next_state = BridgeState(handle, next_return, next_length)
         timestep = Timestep(
             obs=obs, state=world, avail=avail, reward=reward, done=done, truncated=truncated, active=active,
             episode_return=episode_return, episode_length=episode_length, won=won & done,
@@ -198,6 +194,10 @@ class HostBridgeEnv:
         metrics["bridge/pools"] = float(len(self._pools))
         metrics["bridge/adopted_pools"] = float(self._adopted)
         return metrics
+
+    def host_error(self) -> Exception | None:
+        """The ``HostEnvError``/``HostEnvFailure`` that stopped this bridge's program, if any."""
+        return self.last_host_error
 
     def pool_of(self, state: BridgeState) -> HostEnvPool:
         """The pool that steps ``state``'s environments (for host-side use: benchmarks, inspection)."""
@@ -284,17 +284,6 @@ def _close_pools(pools: dict[int, HostEnvPool]) -> None:
         pool.close()
 
 
-def host_metrics(env: Any) -> dict[str, float]:
-    """A host bridge's counters (``bridge/*``) for logging; ``{}`` for any other environment."""
-    metrics = getattr(env, "host_metrics", None)
-    return metrics() if callable(metrics) else {}
-
-
-def host_error(env: Any) -> Exception | None:
-    """The ``HostEnvError``/``HostEnvFailure`` that stopped a host bridge's program, if any."""
-    return getattr(env, "last_host_error", None)
-
-
 @contextlib.contextmanager
 def reporting_host_errors(env: Any):
     """Re-raises a host environment's error that stopped a jitted call as itself.
@@ -307,7 +296,7 @@ def reporting_host_errors(env: Any):
     try:
         yield
     except jax.errors.JaxRuntimeError:
-        error = host_error(env)
+        error = env.host_error()
         if error is None:
             raise
         raise error from None

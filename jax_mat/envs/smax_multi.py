@@ -45,7 +45,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.base import BatchedMultiAgentEnv, EnvSpec, Timestep
 from jax_mat.envs.smax import SmaxEnv, check_smax_map, map_name_to_scenario, time_limit_steps
 from jax_mat.envs.wrappers import AgentFeatures, AutoReset
 
@@ -214,7 +214,7 @@ class PaddedSmax:
         return jnp.concatenate([x, fill], axis=0)
 
 
-class SmaxMultiEnv:
+class SmaxMultiEnv(BatchedMultiAgentEnv):
     """Several SMAX maps, padded to common sizes and stepped as one batch (a ``BatchedMultiAgentEnv``).
 
     ``reset_batch(key, E)`` gives each map ``E / len(maps)`` environments, map

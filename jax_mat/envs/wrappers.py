@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_mat.envs.base import EnvSpec, Timestep
+from jax_mat.envs.base import EnvSpec, MultiAgentEnv, Timestep
 
 
 class RawMultiAgentEnv(Protocol):
@@ -57,12 +57,32 @@ def _strongly_typed(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
 
 
+def episode_totals(episode_return: jax.Array, episode_length: jax.Array, reward: jax.Array, done: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The episode statistics after one step, kept the one way every auto-resetting environment keeps them.
+
+    Args:
+      episode_return, episode_length: ``[...]`` float32 / int32 totals of the running episodes before the step.
+      reward: ``[..., N]`` the step's reward; the episode return sums agent 0's (the team reward where it is
+        shared, not a sum over agents).
+      done: ``[...]`` bool, the step ended the episode.
+    Returns:
+      ``(ended_return, ended_length, next_return, next_length)``: the totals including this step (what the
+      timestep reports), and what the state carries on (zero where the episode ended).
+    """
+    ended_return = episode_return + reward[..., 0].astype(jnp.float32)
+    ended_length = episode_length + 1
+    next_return = jnp.where(done, 0.0, ended_return).astype(jnp.float32)
+    next_length = jnp.where(done, 0, ended_length).astype(jnp.int32)
+    return ended_return, ended_length, next_return, next_length
+
+
 def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Leaf-wise ``pred ? on_true : on_false`` that keeps ``on_false``'s dtypes."""
     return jax.tree.map(lambda t, f: jnp.where(pred, t, f).astype(f.dtype), on_true, on_false)
 
 
-class AutoReset:
+class AutoReset(MultiAgentEnv):
     """Resets a raw environment when an episode ends and reports its statistics.
 
     On the step where ``done`` is true the returned timestep's ``obs``,
@@ -108,12 +128,12 @@ class AutoReset:
         env_state, timestep = self.env.step(step_key, state.env_state, actions)
         reset_env_state, reset_timestep = self.env.reset(reset_key)
         done = timestep.done
-        episode_return = state.episode_return + timestep.reward[0].astype(jnp.float32)
-        episode_length = state.episode_length + 1
+        episode_return, episode_length, next_return, next_length = episode_totals(
+            state.episode_return, state.episode_length, timestep.reward, done)
         next_state = AutoResetState(
             env_state=_select(done, reset_env_state, env_state),
-            episode_return=jnp.where(done, 0.0, episode_return).astype(jnp.float32),
-            episode_length=jnp.where(done, 0, episode_length).astype(jnp.int32),
+            episode_return=next_return,
+            episode_length=next_length,
         )
         observed = _select(done, _observation_fields(reset_timestep), _observation_fields(timestep))
         timestep = timestep.replace(**observed)

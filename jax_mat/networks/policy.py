@@ -11,6 +11,8 @@ batched over environments:
 * ``evaluate(params, obs, actions, avail, state=None) -> (logp, entropy, values)``
   scores given actions in one teacher-forced pass.
 * ``value(params, obs, state=None) -> values``: the critic alone (bootstrap values).
+* ``param_groups``: names of parameter groups that train with optimizers of their own (MAPPO's and HAPPO's
+  actor and critic), each leaf's group given by ``param_labels(params)``; ``()``: one optimizer for all.
 
 Shapes: ``obs`` ``[B, N, O]``; ``state`` ``[B, S]`` the world state, read by
 centralised critics (MAPPO, HAPPO; ``None`` is refused there) and ignored by
@@ -37,6 +39,7 @@ Params = Any
 
 class Policy(Protocol):
     spec: EnvSpec
+    param_groups: tuple[str, ...]
 
     def init(self, key: jax.Array) -> Params: ...
 
@@ -56,6 +59,8 @@ class Policy(Protocol):
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
 
     def value(self, params: Params, obs: jax.Array, state: jax.Array | None = None) -> jax.Array: ...
+
+    def param_labels(self, params: Params) -> Any: ...
 
 
 def logp_dims(spec: EnvSpec) -> int:
@@ -151,6 +156,7 @@ class EncoderDecoderPolicy:
 
     spec: EnvSpec
     model: Any
+    param_groups: tuple[str, ...] = ()  # one optimizer for every parameter
 
     def init(self, key: jax.Array) -> Params:
         obs = jnp.zeros((1, self.spec.n_agents, self.spec.obs_dim), jnp.float32)

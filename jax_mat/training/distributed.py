@@ -205,6 +205,12 @@ def mesh_from_config(train: Any) -> Mesh:
     return make_mesh(select_devices(train.devices), train.n_envs, train.seed_shards)
 
 
+def one_device_mesh(train: Any) -> Mesh:
+    """This process's first device as a mesh: where a saved run is evaluated or rendered, whatever devices it
+    trained on."""
+    return make_mesh(jax.local_devices()[:1], train.n_envs, 1)
+
+
 def state_shardings(state: Any, mesh: Mesh, seeds: bool = False) -> Any:
     """``NamedSharding``s for a ``RunnerState`` (of arrays or shapes): ``env_state`` and ``timestep``
     split over ``envs`` on their leading ``[n_envs]`` axis, everything else replicated. With ``seeds``

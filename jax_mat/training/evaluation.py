@@ -9,6 +9,9 @@
   a resumed run keeps them. If that checkpoint is damaged on disk, a ``warning:`` line says so, it is moved
   aside (``best/<update>.damaged-<time>``) and the best parameters start afresh at the next evaluation
   (``best.json``'s scores belong to it alone, so an older best checkpoint cannot stand in).
+* **The final evaluation** (``eval.json``): each seed's final parameters play ``train.eval_episodes``
+  greedy episodes with the keys of ``final_evaluation_seed``; ``python -m jax_mat.evaluate RUN`` plays the
+  same episodes by default.
 * **The absolute metric.** At the end each seed's best parameters (its final ones if nothing was evaluated)
   play ten times ``train.eval_episodes`` episodes in the same mode.
 * **marl-eval.** ``marl_eval_record`` turns a run's evaluations into marl-eval's raw-data layout, environment
@@ -28,11 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_mat.training import sweep
+from jax_mat.training.run_dir import RunDir
 
-EVALUATIONS_FILE = "evaluations.jsonl"
-BEST_DIR = "best"
-BEST_FILE = "best.json"
 ABSOLUTE_FACTOR = 10  # the absolute metric plays this many times train.eval_episodes
+FINAL_SEED_OFFSET = 10_000  # the final evaluation of seed s plays with PRNGKey(s + FINAL_SEED_OFFSET)
 _PERIODIC_STREAM, _ABSOLUTE_STREAM = 1, 2  # folded into each seed's key: evaluation keys never repeat a run's
 
 
@@ -42,6 +44,24 @@ def evaluation_keys(base_seed: int, n_seeds: int, stream: int, count: int) -> ja
     keys = sweep.seed_keys(base_seed, n_seeds)
     keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, stream), count))(keys)
     return keys if n_seeds > 1 else keys[0]
+
+
+def final_evaluation_seed(config: Any) -> int:
+    """The base seed of a run's final evaluation: its keys are ``PRNGKey(final_evaluation_seed + k)`` for seed k."""
+    return config.seed + FINAL_SEED_OFFSET
+
+
+def final_evaluation(training: Any, params: Any, n_episodes: int | None = None, deterministic: bool = True,
+                     base_seed: int | None = None) -> list[dict[str, float]]:
+    """Each seed's ``params`` on ``n_episodes`` (default ``train.eval_episodes``) episodes, one dict per seed.
+
+    ``training`` is a ``distributed.ShardedTraining``; ``base_seed`` defaults to ``final_evaluation_seed``. What
+    ``eval.json`` reports at the end of a run, and what ``python -m jax_mat.evaluate`` reports by default.
+    """
+    cfg = training.trainer.config
+    base_seed = final_evaluation_seed(cfg) if base_seed is None else base_seed
+    keys = sweep.run_keys(base_seed, cfg.train.seeds)
+    return sweep.split_seeds(training.evaluate(params, keys, n_episodes, deterministic), cfg.train.seeds)
 
 
 def score(results: Mapping[str, float], has_wins: bool) -> float:
@@ -62,7 +82,7 @@ class Evaluations:
 
         self.training = training
         self.cfg = training.trainer.config
-        self.run_dir = run_dir
+        self.run = RunDir(run_dir)
         self.has_wins = has_wins
         self.primary = primary
         self.n_seeds = self.cfg.train.seeds
@@ -70,7 +90,7 @@ class Evaluations:
         self.best_scores = np.full(self.n_seeds, -np.inf)
         self.best_updates = np.full(self.n_seeds, -1, np.int64)
         self.best_params = None
-        self._best = Checkpointer(os.path.join(run_dir, BEST_DIR), max_to_keep=2)
+        self._best = Checkpointer(self.run.best, max_to_keep=2)
         self._restore(start_update)
 
     def due(self, done_updates: int) -> bool:
@@ -85,7 +105,7 @@ class Evaluations:
         env_steps = done_updates * self.cfg.batch_size
         logger.log_eval(env_steps, per_seed)
         if self.primary:
-            with open(os.path.join(self.run_dir, EVALUATIONS_FILE), "a") as f:
+            with open(self.run.evaluations, "a") as f:
                 for seed, (results, per_episode) in enumerate(zip(per_seed, episodes)):
                     f.write(json.dumps({"update": done_updates, "env_steps": env_steps, "seed": seed,
                                         "greedy": self.greedy, **results, **per_episode}) + "\n")
@@ -138,7 +158,7 @@ class Evaluations:
         if self.primary:
             from jax_mat.training.logging import write_json_atomic
 
-            write_json_atomic(os.path.join(self.run_dir, BEST_FILE), {
+            write_json_atomic(self.run.best_scores, {
                 "checkpoint": update, "score": "win_rate" if self.has_wins else "mean_return",
                 "scores": self.best_scores.tolist(), "updates": self.best_updates.tolist()})
 
@@ -153,7 +173,7 @@ class Evaluations:
     def _restore(self, start_update: int) -> None:
         """On resume: the kept best parameters, and ``evaluations.jsonl`` without records past ``start_update``
         (the updates after the last checkpoint run again and evaluate again)."""
-        path = os.path.join(self.run_dir, EVALUATIONS_FILE)
+        path = self.run.evaluations
         if self.primary and os.path.isfile(path):
             with open(path) as f:
                 lines = [line for line in f if line.strip() and json.loads(line)["update"] <= start_update]
@@ -161,7 +181,7 @@ class Evaluations:
             with open(tmp, "w") as f:
                 f.writelines(lines)
             os.replace(tmp, path)
-        best_file = os.path.join(self.run_dir, BEST_FILE)
+        best_file = self.run.best_scores
         if not os.path.isfile(best_file):
             return
         with open(best_file) as f:
@@ -185,7 +205,7 @@ class Evaluations:
 
 def read_evaluations(run_dir: str) -> list[dict[str, Any]]:
     """The records of a run's ``evaluations.jsonl`` (empty if it has none)."""
-    path = os.path.join(run_dir, EVALUATIONS_FILE)
+    path = RunDir(run_dir).evaluations
     if not os.path.isfile(path):
         return []
     with open(path) as f:

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_mat import config as config_lib
-from jax_mat.train import CHECKPOINT_DIR, CONFIG_FILE
+from jax_mat.training import run_dir as run_dir_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +56,12 @@ class InitSource:
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.run_dir, CHECKPOINT_DIR)
+        return run_dir_lib.RunDir(self.run_dir).checkpoints
 
     @property
     def path(self) -> str:
         """``RUN_DIR/checkpoints/<update>``, absolute: what ``train.init_from`` records."""
-        return os.path.join(self.checkpoint_dir, str(self.step))
+        return run_dir_lib.RunDir(self.run_dir).checkpoint(self.step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,36 +81,29 @@ def locate(path: str) -> InitSource:
     """
     if not path:
         raise ValueError("--init-from needs a run directory or RUN_DIR/checkpoints/<update>")
+    run, step = run_dir_lib.split_checkpoint_path(path)
     path = os.path.abspath(path)
-    step = None
-    base = os.path.basename(path)
-    parent = os.path.dirname(path)
-    if base.isdigit() and os.path.basename(parent) == CHECKPOINT_DIR:
-        run_dir, step = os.path.dirname(parent), int(base)
-    elif base == CHECKPOINT_DIR:
-        run_dir = parent
-    else:
-        run_dir = path
-    if not os.path.exists(run_dir):
+    if not os.path.exists(run.path):
         raise ValueError(f"--init-from: {path} does not exist")
-    if not os.path.isdir(run_dir):
-        raise ValueError(f"--init-from: {run_dir} is a file, not a run directory")
-    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+    if not os.path.isdir(run.path):
+        raise ValueError(f"--init-from: {run.path} is a file, not a run directory")
+    if not run.is_run():
         raise ValueError(
-            f"--init-from: {path} is not a jax_mat run (no {CONFIG_FILE}); pass a run directory, "
-            f"RUN_DIR/{CHECKPOINT_DIR} or RUN_DIR/{CHECKPOINT_DIR}/<update>"
+            f"--init-from: {path} is not a jax_mat run directory (no {run_dir_lib.CONFIG_FILE}); pass a run "
+            f"directory, RUN_DIR/{run_dir_lib.CHECKPOINT_DIR} or RUN_DIR/{run_dir_lib.CHECKPOINT_DIR}/<update>"
         )
-    source_config = config_lib.config_from_file(os.path.join(run_dir, CONFIG_FILE))
-    steps = _complete_steps(os.path.join(run_dir, CHECKPOINT_DIR))
+    source_config = config_lib.config_from_file(run.config)
+    steps = _complete_steps(run.checkpoints)
     if not steps:
-        raise ValueError(f"--init-from: {run_dir} holds no complete checkpoint (nothing in {CHECKPOINT_DIR}/)")
+        raise ValueError(
+            f"--init-from: {run.path} holds no complete checkpoint (nothing in {run_dir_lib.CHECKPOINT_DIR}/)")
     if step is None:
-        step = _newest_readable(os.path.join(run_dir, CHECKPOINT_DIR))
+        step = _newest_readable(run.checkpoints)
     elif step not in steps:
         raise ValueError(
-            f"--init-from: {path} is not a complete checkpoint; {run_dir} has updates {', '.join(map(str, steps))}"
+            f"--init-from: {path} is not a complete checkpoint; {run.path} has updates {', '.join(map(str, steps))}"
         )
-    return InitSource(run_dir=run_dir, step=step, config=source_config)
+    return InitSource(run_dir=run.path, step=step, config=source_config)
 
 
 def _complete_steps(checkpoint_dir: str) -> list[int]:

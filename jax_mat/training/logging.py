@@ -18,6 +18,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from jax_mat.training import sweep
+from jax_mat.training.run_dir import RunDir
 
 
 class RunLogger:
@@ -25,7 +26,8 @@ class RunLogger:
 
     def __init__(self, run_dir: str, total_steps: int, initial_steps: int = 0, progress: bool = True,
                  n_seeds: int = 1, show_win_rate: bool = True):
-        tb = os.path.join(run_dir, "tb")
+        run = RunDir(run_dir)
+        tb = run.tensorboard
         self.n_seeds = n_seeds
         if n_seeds == 1:
             self.writers = [SummaryWriter(tb)]
@@ -33,7 +35,7 @@ class RunLogger:
         else:
             self.writers = [SummaryWriter(os.path.join(tb, f"seed_{k}")) for k in range(n_seeds)]
             self.aggregate_writer = SummaryWriter(os.path.join(tb, "aggregate"))
-        self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        self.jsonl = open(run.metrics, "a")
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
                         disable=not progress, dynamic_ncols=True)
         self.show_win_rate = show_win_rate  # False where episodes cannot be won (MuJoCo): the bar omits it

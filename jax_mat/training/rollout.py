@@ -1,7 +1,8 @@
 """Collecting experience: a ``lax.scan`` over time, environments vmapped.
 
 The policy acts on the whole batch of environments at once (autoregressively
-over agents inside ``act``); the environments step under ``vmap``. Shapes:
+over agents inside ``act``); the environments step as one batch
+(``MultiAgentEnv.step_batch``: ``step`` under ``vmap``, or a host bridge's one callback). Shapes:
 ``T`` steps, ``E`` environments, ``N`` agents.
 """
 
@@ -41,25 +42,6 @@ class Transition:
     episode_length: jax.Array  # [E]
 
 
-def reset_envs(env: MultiAgentEnv, key: jax.Array, n_envs: int) -> tuple[Any, Timestep]:
-    """``n_envs`` fresh environments: ``[E, ...]`` states and timesteps.
-
-    An environment that steps a whole batch itself (a host bridge, see
-    ``envs.base.BatchedMultiAgentEnv``) is called once; any other is vmapped.
-    """
-    if hasattr(env, "reset_batch"):
-        return env.reset_batch(key, n_envs)
-    return jax.vmap(env.reset)(jax.random.split(key, n_envs))
-
-
-def step_envs(env: MultiAgentEnv, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, Timestep]:
-    """Steps ``[E, ...]`` environments with ``[E, N, ...]`` actions (once if batched, else vmapped)."""
-    if hasattr(env, "step_batch"):
-        return env.step_batch(key, state, actions)
-    n_envs = actions.shape[0]
-    return jax.vmap(env.step)(jax.random.split(key, n_envs), state, actions)
-
-
 def collect(
     env: MultiAgentEnv,
     policy: Policy,
@@ -76,7 +58,7 @@ def collect(
         env_state, ts = carry
         act_key, env_key = jax.random.split(step_key)
         actions, logp, values = policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
-        env_state, next_ts = step_envs(env, env_key, env_state, actions)
+        env_state, next_ts = env.step_batch(env_key, env_state, actions)
         transition = Transition(
             obs=ts.obs,
             state=ts.state,
@@ -129,7 +111,7 @@ def make_random_rollout(env, n_steps: int):
         state, timestep = carry
         action_key, env_key = jax.random.split(key)
         actions = random_actions(env.spec, action_key, timestep.avail)
-        return step_envs(env, env_key, state, actions), None
+        return env.step_batch(env_key, state, actions), None
 
     @jax.jit
     def rollout(state, timestep, key):

@@ -31,6 +31,16 @@ from jax_mat.networks.policy import Policy
 from jax_mat.training import rollout
 
 
+def make_trainer(config: Any) -> "Trainer":
+    """The ``Trainer`` of a config: its environment (``envs.registry``) and its algorithm's policy
+    (``networks.registry``), built as every command and script builds them."""
+    from jax_mat.envs.registry import make_env_from_config
+    from jax_mat.networks.registry import make_policy
+
+    env = make_env_from_config(config.env)
+    return Trainer(config, env, make_policy(env.spec, config.algo))
+
+
 @flax.struct.dataclass
 class RunnerState:
     """Everything a run needs to continue, and exactly what a checkpoint holds."""
@@ -68,7 +78,7 @@ class Trainer:
     def init(self, key: jax.Array) -> RunnerState:
         param_key, env_key, run_key = jax.random.split(key, 3)
         params = self.policy.init(param_key)
-        env_state, timestep = rollout.reset_envs(self.env, env_key, self.config.train.n_envs)
+        env_state, timestep = self.env.reset_batch(env_key, self.config.train.n_envs)
         return RunnerState(
             params=params,
             opt_state=self.learner.init(params),
@@ -132,14 +142,14 @@ class Trainer:
         statistics are carried through the steps, not the trajectories, so large evaluations fit in memory.
         """
         reset_key, run_key = jax.random.split(key)
-        env_state, timestep = rollout.reset_envs(self.env, reset_key, n_episodes)
+        env_state, timestep = self.env.reset_batch(reset_key, n_episodes)
         zeros = jnp.zeros((n_episodes,), jnp.float32)
 
         def step(carry, step_key):
             env_state, ts, finished, episode_return, won, length = carry
             act_key, env_key = jax.random.split(step_key)
             actions, _, _ = self.policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
-            env_state, next_ts = rollout.step_envs(self.env, env_key, env_state, actions)
+            env_state, next_ts = self.env.step_batch(env_key, env_state, actions)
             first = next_ts.done & ~finished
             keep = lambda new, old: jnp.where(first, new.astype(jnp.float32), old)
             carry = (env_state, next_ts, finished | next_ts.done, keep(next_ts.episode_return, episode_return),
