@@ -96,16 +96,35 @@ def _config_items(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return name, overrides
 
 
-def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
-    """The config, the run directory and whether it resumes; raises ``ValueError`` on bad input."""
+def prepare(args: argparse.Namespace) -> tuple[config_lib.Config, str, bool]:
+    """Everything the command line checks before anything is compiled or written.
+
+    Reads the config once (the YAML layers, or ``--resume``'s saved ``config.yaml``), joins
+    ``jax.distributed`` from its ``train`` section (before anything starts JAX's backends), then validates
+    it against the devices of every process. Returns the config, the run directory and whether the run
+    resumes; raises ``ValueError`` saying what is wrong.
+    """
     name, overrides = _config_items(args)
     if args.resume:
         if name is not None or args.run_dir:
             raise ValueError("--resume takes its config from the run directory; pass only key=value overrides")
         run = run_dir_lib.require_run(args.resume, "--resume")
-        cfg = config_lib.config_from_file(run.config, overrides)
+        cfg = config_lib.read_saved_config(run.config, overrides)
+    else:
+        cfg = config_lib.read_config(name, overrides)
+    import jax
+
+    from jax_mat.training import distributed
+
+    distributed.initialize(distributed.process_group(cfg.train))
+    if jax.process_count() > 1 and not (args.run_dir or args.resume):
+        raise ValueError(
+            f"a run over {jax.process_count()} processes needs --run-dir (or --resume) naming one directory "
+            f"that every process can read and write"
+        )
+    config_lib.validate(cfg, jax.devices())
+    if args.resume:
         return cfg, run.path, True
-    cfg = config_lib.load_config(name, overrides)
     if cfg.train.init_from:
         from jax_mat.training import finetune
 
@@ -147,9 +166,7 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
 
     from jax_mat.training import distributed, sweep
 
-    # The device checks come before the heavy imports below (tensorboardX takes seconds) and any worker.
-    mesh = distributed.mesh_from_config(cfg.train)
-    config_lib.check_splits_over_devices(cfg.env.name, mesh.size)  # what train.devices=all found
+    mesh = distributed.mesh_from_config(cfg.train)  # checked by prepare()
 
     from jax_mat.envs.host_bridge import reporting_host_errors
     from jax_mat.envs.registry import has_wins
@@ -260,33 +277,6 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
         env.close()  # a host bridge's worker processes (nothing for the other environments)
 
 
-def join_processes(args: argparse.Namespace) -> None:
-    """Starts ``jax.distributed`` when the ``train`` section or the environment asks for it.
-
-    It runs first, from the ``train`` section alone, because it must come before anything starts
-    JAX's backends (the environment checks of the full config do). ``ValueError`` on bad process
-    settings, or when several processes would each pick their own time-stamped run directory.
-    """
-    name, overrides = _config_items(args)
-    if args.resume:
-        saved = run_dir_lib.RunDir(args.resume).config
-        if not os.path.isfile(saved):
-            return  # resolve() reports what is wrong with the run directory
-        train_config = config_lib.load_train_config(overrides=overrides, saved=saved)
-    else:
-        train_config = config_lib.load_train_config(name, overrides)
-    import jax
-
-    from jax_mat.training import distributed
-
-    distributed.initialize(distributed.process_group(train_config))
-    if jax.process_count() > 1 and not (args.run_dir or args.resume):
-        raise ValueError(
-            f"a run over {jax.process_count()} processes needs --run-dir (or --resume) naming one directory "
-            f"that every process can read and write"
-        )
-
-
 def _inform(args: argparse.Namespace) -> int:
     """``--version`` and ``--list``: print what the installed package is and knows; nothing is compiled."""
     if args.items or args.resume or args.run_dir or args.init_from:
@@ -308,8 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list or args.version:
         return _inform(args)
     try:
-        join_processes(args)
-        cfg, run_dir, resume = resolve(args)
+        cfg, run_dir, resume = prepare(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

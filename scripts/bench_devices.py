@@ -32,16 +32,12 @@ def worker(devices: int, updates: int, items: list[str]) -> dict:
 
     from jax_mat import config as config_lib
     from jax_mat.benchmarking import time_steps
-    from jax_mat.envs.registry import make_env_from_config
-    from jax_mat.networks.registry import make_policy
     from jax_mat.training import distributed
-    from jax_mat.training.runner import Trainer
+    from jax_mat.training.runner import make_trainer
 
     name, overrides = config_lib.split_cli_args(items)
     cfg = config_lib.load_config(name, [*overrides, f"train.devices={devices}"])
-    env = make_env_from_config(cfg.env)
-    training = distributed.shard_training(Trainer(cfg, env, make_policy(env.spec, cfg.algo)),
-                                          distributed.mesh_from_config(cfg.train))
+    training = distributed.shard_training(make_trainer(cfg), distributed.mesh_from_config(cfg.train))
     start = time.perf_counter()
     state = training.init(jax.random.PRNGKey(0))
     compiled = training.update_program.lower(state).compile()

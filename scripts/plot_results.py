@@ -33,10 +33,7 @@ def group_runs(run_dirs: list[str], group_by: str) -> dict[str, list[str]]:
         if group_by == "run":
             label = os.path.basename(os.path.normpath(run_dir))
         else:
-            cfg = config_lib.config_from_file(run.config)
-            label = cfg.algo.name
-            if cfg.algo.name in config_lib.RWKV_ALGOS and cfg.algo.rwkv_version != 4:
-                label += f"_v{cfg.algo.rwkv_version}"
+            label = config_lib.config_from_file(run.config).run_algo_name
         groups.setdefault(label, []).append(run_dir)
     return groups
 

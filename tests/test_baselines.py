@@ -12,7 +12,7 @@ from jax_mat.algos.happo import HAPPOLearner
 from jax_mat.config import load_config
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.mlp import MLPConfig, MLPPolicy
-from jax_mat.networks.registry import make_policy
+from jax_mat.algos.registry import make_policy
 from policy_checks import assert_rejects_bad_inputs
 
 DISCRETE = EnvSpec(n_agents=3, obs_dim=6, state_dim=5, action_dim=4, discrete=True, max_episode_steps=0)
@@ -223,15 +223,13 @@ def test_bad_baseline_configurations_are_clear_errors():
 def test_happo_skips_an_agent_that_is_never_active_as_harl_does():
     """A padded smax_multi slot is dead in every row: its masked means would be 0 / 0 and its NaN actor would
     poison every later agent's factor. It is skipped: its actor and optimiser state stay, the others train."""
-    from jax_mat.envs.registry import make_env_from_config
-    from jax_mat.training.runner import Trainer
+    from jax_mat.training.runner import make_trainer
 
     cfg = load_config(overrides=["algo=happo", "env=smax_multi", "env.maps=[3m]", "env.pad_allies=4",
                                  "train.n_envs=4", "train.episode_length=8", "train.total_steps=32",
                                  "train.eval_episodes=4", "algo.n_embd=16", "algo.ppo_epochs=2"])
-    env = make_env_from_config(cfg.env)
-    assert env.spec.n_agents == 4
-    trainer = Trainer(cfg, env, make_policy(env.spec, cfg.algo))
+    trainer = make_trainer(cfg)
+    assert trainer.env.spec.n_agents == 4
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     new_state, metrics = jax.jit(trainer.update)(state)
     assert float(jax.device_get(new_state.timestep.active)[:, 3].max()) == 0.0  # slot 3 is never alive

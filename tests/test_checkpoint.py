@@ -12,11 +12,9 @@ import pytest
 
 from jax_mat import config as config_lib
 from jax_mat import evaluate
-from jax_mat.envs.registry import make_env_from_config
-from jax_mat.networks.registry import make_policy
 from jax_mat.training import finetune, sweep
 from jax_mat.training.checkpoint import Checkpointer, DamagedCheckpointError
-from jax_mat.training.runner import Trainer
+from jax_mat.training.runner import make_trainer
 from tests.run_dirs import truncate_arrays, untrained_run
 
 TINY = ["train.n_envs=4", "train.episode_length=8", "algo.ppo_epochs=2", "algo.num_mini_batch=2",
@@ -81,8 +79,7 @@ def test_when_no_checkpoint_can_be_read_one_error_says_so(two_checkpoints, capfd
 
 def test_a_checkpoint_of_another_network_does_not_fit_and_names_the_entry(two_checkpoints):
     cfg = config_lib.config_from_file(os.path.join(two_checkpoints, "config.yaml"), ["algo.n_embd=32"])
-    env = make_env_from_config(cfg.env)
-    template = sweep.state_template(Trainer(cfg, env, make_policy(env.spec, cfg.algo)))
+    template = sweep.state_template(make_trainer(cfg))
     checkpointer = Checkpointer(two_checkpoints / "checkpoints")
     try:
         with pytest.raises(ValueError) as err:

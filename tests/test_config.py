@@ -20,7 +20,7 @@ CONFIGS = config_lib.CONFIGS_DIR
 def test_default_run_is_mat_on_3m_with_the_reports_settings():
     cfg = load_config()
     assert cfg.env == EnvConfig(name="smax", map="3m")
-    assert cfg.algo == AlgoConfig()  # default.yaml spells out the dataclass (report) defaults
+    assert cfg.algo == AlgoConfig()  # the schema holds the report's defaults; default.yaml only the budget
     assert cfg.train == TrainConfig(total_steps=960_000, checkpoint_every=25)
     assert cfg.seed == 0 and cfg.run_name == "mat-smax-3m"
     assert cfg.batch_size == 3200 and cfg.num_updates == 300 and cfg.minibatch_size == 3200
@@ -122,17 +122,17 @@ def test_loss_and_network_configs_carry_the_algo_settings():
 
 
 def test_list_fields_accept_yaml_lists_single_names_and_round_trip(tmp_path):
-    from jax_mat.config import _coerce
+    from jax_mat.config.coercion import coerce
 
     key, typ = "env.disabled_joints", tuple[str, ...]
-    assert _coerce(key, ["bthigh", "ffoot"], typ) == ("bthigh", "ffoot")
-    assert _coerce(key, "bthigh", typ) == ("bthigh",)
-    assert _coerce(key, "bthigh, ffoot", typ) == ("bthigh", "ffoot")
-    assert _coerce(key, [], typ) == ()
+    assert coerce(key, ["bthigh", "ffoot"], typ) == ("bthigh", "ffoot")
+    assert coerce(key, "bthigh", typ) == ("bthigh",)
+    assert coerce(key, "bthigh, ffoot", typ) == ("bthigh", "ffoot")
+    assert coerce(key, [], typ) == ()
     with pytest.raises(ValueError, match=r"env.disabled_joints must be a list of names"):
-        _coerce(key, 3, typ)
+        coerce(key, 3, typ)
     with pytest.raises(ValueError, match=r"env.disabled_joints must be a list of names"):
-        _coerce(key, [["a"]], typ)
+        coerce(key, [["a"]], typ)
 
 
 def test_options_of_another_environment_are_refused():
@@ -295,16 +295,20 @@ def test_host_bridges_refuse_vmapped_seed_sweeps():
     assert load_config("smac_standin_3m").train.seeds == 1
 
 
-def test_train_section_alone_matches_the_full_config_without_building_the_others(tmp_path):
+def test_reading_checks_the_schema_and_validation_checks_the_rest(tmp_path):
     overrides = ["train.devices=all", "train.n_envs=8", "env.map=3s5z", "seed=3"]
-    assert config_lib.load_train_config(None, overrides) == load_config(overrides=overrides).train
-    # The other sections are not checked (their checks import JaxMARL, which starts JAX's backends).
-    assert config_lib.load_train_config(None, ["env.map=4m", "train.num_processes=2"]).num_processes == 2
+    assert config_lib.read_config(None, overrides) == load_config(overrides=overrides)
+    # Reading builds the train section (what jax.distributed needs) without the environment checks, which
+    # import JaxMARL, which starts JAX's backends; validate runs them.
+    unchecked = config_lib.read_config(None, ["env.map=4m", "train.num_processes=2"])
+    assert unchecked.train.num_processes == 2
+    with pytest.raises(ValueError, match="unknown SMAX map '4m'"):
+        config_lib.validate(unchecked)
     path = tmp_path / "config.yaml"
     config_lib.save_config(load_config(overrides=overrides), path)
-    assert config_lib.load_train_config(overrides=["train.devices=2"], saved=path).devices == "2"
+    assert config_lib.read_saved_config(path, ["train.devices=2"]).train.devices == "2"
     with pytest.raises(ValueError, match="train.devices must be 'all' or a device count"):
-        config_lib.load_train_config(None, ["train.devices=some"])
+        config_lib.read_config(None, ["train.devices=some"])
 
 
 # --------------------------------------------------------------------------- #

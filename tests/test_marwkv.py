@@ -15,7 +15,8 @@ import pytest
 
 from jax_mat.config import AlgoConfig
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import registry, rwkv, torch_import
+from jax_mat.algos import registry
+from jax_mat.networks import rwkv, torch_import
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.policy import shift_actions
 from jax_mat.parity import compare_fixture

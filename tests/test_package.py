@@ -42,7 +42,7 @@ def counting_compiles():
 def test_list_names_every_algorithm_environment_map_task_and_experiment_without_compiling():
     from jax_mat import config as config_lib
     from jax_mat.envs import mujoco_tasks, registry, smax
-    from jax_mat.networks.registry import known_algos
+    from jax_mat.algos.registry import known_algos
 
     with counting_compiles() as compiles:
         sections = dict(catalog.sections())

@@ -15,11 +15,9 @@ import yaml
 
 from jax_mat import config as config_lib
 from jax_mat import train
-from jax_mat.envs.registry import make_env_from_config
-from jax_mat.networks.registry import make_policy
 from jax_mat.training import sweep
 from jax_mat.training.checkpoint import Checkpointer
-from jax_mat.training.runner import Trainer
+from jax_mat.training.runner import Trainer, make_trainer
 from jax_mat.versions import package_versions
 from tests.run_dirs import truncate_arrays
 
@@ -33,13 +31,8 @@ def _tiny(updates: int, *extra: str) -> list[str]:
     return TINY + [f"train.total_steps={updates * 32}", *extra]
 
 
-def _trainer(cfg):
-    env = make_env_from_config(cfg.env)
-    return Trainer(cfg, env, make_policy(env.spec, cfg.algo))
-
-
 def _params_of(run_dir):
-    trainer = _trainer(config_lib.config_from_file(os.path.join(run_dir, "config.yaml")))
+    trainer = make_trainer(config_lib.config_from_file(os.path.join(run_dir, "config.yaml")))
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
     try:
         return ckpt.restore(sweep.state_template(trainer)).params
@@ -129,7 +122,7 @@ def test_resume_after_sigkill_equals_straight_run(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_vmapped_seeds_equal_single_seed_runs():
-    trainer = _trainer(config_lib.load_config(None, _tiny(2)))
+    trainer = make_trainer(config_lib.load_config(None, _tiny(2)))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     states, metrics = jax.jit(jax.vmap(trainer.train))(keys)
     assert metrics["loss/total"].shape == (2, 2)
@@ -193,14 +186,35 @@ def test_interquartile_mean_and_statistics_ignore_nan_seeds():
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["algo=happo", "algo.share_actor=true"], "algo.share_actor applies to mat_dec only"),
 ])
-def test_bad_input_fails_before_compiling_and_writes_nothing(tmp_path, capfd, argv, message):
+def test_bad_input_is_refused_before_anything_is_built(tmp_path, argv, message):
+    """What the command line checks first (``train.prepare``): every mistake is a ValueError, nothing is written."""
     run_dir = tmp_path / "run"
     extra = [] if "--resume" in argv else ["--run-dir", str(run_dir)]
-    start = time.perf_counter()
-    assert train.main([*argv, *extra, "--no-progress"]) == 2
-    assert message in capfd.readouterr().err
-    assert time.perf_counter() - start < 5, "errors must come before any compilation"
+    with pytest.raises(ValueError) as err:
+        train.prepare(train.parse_args([*argv, *extra, "--no-progress"]))
+    assert message in str(err.value)
     assert not run_dir.exists()
+
+
+def _refuse_building(monkeypatch):
+    """Makes building or initialising a trainer fail the test: a bad input must stop the CLI before either."""
+    from jax_mat.training import runner
+
+    def built(*args, **kwargs):
+        raise AssertionError("the CLI built a trainer for bad input")
+
+    monkeypatch.setattr(runner, "make_trainer", built)
+    monkeypatch.setattr(Trainer, "init", built)
+
+
+def test_bad_input_exits_2_with_one_error_line_and_builds_and_writes_nothing(tmp_path, capfd, monkeypatch):
+    _refuse_building(monkeypatch)
+    run_dir = tmp_path / "run"
+    assert train.main(["env.map=MMM3", "--run-dir", str(run_dir), "--no-progress"]) == 2
+    captured = capfd.readouterr()
+    assert captured.err.splitlines() == [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(captured.err.splitlines()) == 1 and "unknown SMAX map 'MMM3'" in captured.err
+    assert captured.out == "" and not run_dir.exists()
 
 
 def test_resume_skips_a_damaged_latest_checkpoint_and_tells_mismatches_apart(tmp_path, capfd):

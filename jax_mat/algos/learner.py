@@ -14,7 +14,8 @@ standardised (``normalize_advantages``).
 
 ``PPOLearner`` is upstream MAT's update, used by every algorithm that trains
 all agents jointly (MAT, MAT-Dec, MARWKV, MAPPO); HAPPO's sequential update
-is ``algos.happo.HAPPOLearner``.
+is ``algos.happo.HAPPOLearner``. Which algorithm uses which is the algorithm
+table's to say (``algos.registry``).
 """
 
 from __future__ import annotations
@@ -135,15 +136,3 @@ class PPOLearner:
             epoch, (params, opt_state, vn), jax.random.split(key, a.ppo_epochs)
         )
         return params, opt_state, vn, {k: v.mean() for k, v in losses.items()}
-
-
-def make_learner(config: Any, policy: Policy, shard_minibatches: MinibatchPlacement | None = None):
-    """The learner of ``config.name`` (an ``AlgoConfig``): HAPPO's sequential update, or joint PPO.
-
-    ``shard_minibatches`` places every epoch's minibatches (``epoch_minibatches``' ``place``).
-    """
-    if config.name == "happo":
-        from jax_mat.algos.happo import HAPPOLearner
-
-        return HAPPOLearner(config, policy, shard_minibatches)
-    return PPOLearner(config, policy, shard_minibatches)

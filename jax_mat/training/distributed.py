@@ -163,10 +163,10 @@ def is_primary() -> bool:
 # --------------------------------------------------------------------------- #
 
 
-def select_devices(devices: str | int) -> list[jax.Device]:
-    """``"all"`` (every process's devices) or the first ``devices`` of them; ``ValueError`` if there are fewer,
-    or if a multi-process run would leave some process's devices out."""
-    available = jax.devices()
+def select_devices(devices: str | int, available: Sequence[jax.Device] | None = None) -> list[jax.Device]:
+    """``"all"`` (every process's devices, ``available``: default ``jax.devices()``) or the first ``devices`` of
+    them; ``ValueError`` if there are fewer, or if a multi-process run would leave some process's devices out."""
+    available = jax.devices() if available is None else list(available)
     if devices == "all":
         return list(available)
     count = int(devices)

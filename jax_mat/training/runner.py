@@ -23,8 +23,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jax_mat.algos import learner as learner_lib
 from jax_mat.algos import ppo
+from jax_mat.algos import registry as algos
 from jax_mat.algos import valuenorm
 from jax_mat.envs.base import MultiAgentEnv, Timestep
 from jax_mat.networks.policy import Policy
@@ -32,13 +32,12 @@ from jax_mat.training import rollout
 
 
 def make_trainer(config: Any) -> "Trainer":
-    """The ``Trainer`` of a config: its environment (``envs.registry``) and its algorithm's policy
-    (``networks.registry``), built as every command and script builds them."""
+    """The ``Trainer`` of a config: its environment (``envs.registry``) and its algorithm's policy (the
+    algorithm table, ``algos.registry``), built as every command and script builds them."""
     from jax_mat.envs.registry import make_env_from_config
-    from jax_mat.networks.registry import make_policy
 
     env = make_env_from_config(config.env)
-    return Trainer(config, env, make_policy(env.spec, config.algo))
+    return Trainer(config, env, algos.make_policy(env.spec, config.algo))
 
 
 @flax.struct.dataclass
@@ -72,8 +71,9 @@ class Trainer:
 
     @property
     def learner(self):
-        """The algorithm's update (``algos.learner.PPOLearner`` or ``algos.happo.HAPPOLearner``)."""
-        return learner_lib.make_learner(self.config.algo, self.policy, self.shard_minibatches)
+        """The algorithm's update, from the algorithm table (``algos.learner.PPOLearner`` or
+        ``algos.happo.HAPPOLearner``)."""
+        return algos.make_learner(self.config.algo, self.policy, self.shard_minibatches)
 
     def init(self, key: jax.Array) -> RunnerState:
         param_key, env_key, run_key = jax.random.split(key, 3)
