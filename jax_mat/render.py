@@ -128,7 +128,7 @@ def play_greedy_episode(raw_env: Any, policy: Any, params: Any, key: jax.Array, 
     def step(params, env_state, timestep, key):
         act_key, env_key = jax.random.split(key)
         actions, _, _ = policy.act(params, timestep.obs[None], timestep.avail[None], act_key, True,
-                                   state=timestep.state[None])
+                                   world_state=timestep.world_state[None])
         return raw_env.step(env_key, env_state, actions[0])
 
     reset_key, key = jax.random.split(key)

@@ -39,16 +39,16 @@ def _perturbed(policy, key):
 
 
 class StateBound:
-    """A policy with ``state`` bound, for the protocol's shared bad-input checks."""
+    """A policy with ``world_state`` bound, for the protocol's shared bad-input checks."""
 
     def __init__(self, policy, state):
         self.policy, self.state = policy, state
 
     def act(self, params, obs, avail, key, deterministic=False):
-        return self.policy.act(params, obs, avail, key, deterministic, state=self.state)
+        return self.policy.act(params, obs, avail, key, deterministic, world_state=self.state)
 
     def evaluate(self, params, obs, actions, avail):
-        return self.policy.evaluate(params, obs, actions, avail, state=self.state)
+        return self.policy.evaluate(params, obs, actions, avail, world_state=self.state)
 
 
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
@@ -58,8 +58,8 @@ def test_act_and_evaluate_agree_with_joint_log_probs(spec, config):
     params = _perturbed(policy, jax.random.PRNGKey(1))
     obs, state, avail = _inputs(spec)
     for deterministic in (True, False):
-        actions, logp, values = policy.act(params, obs, avail, jax.random.PRNGKey(2), deterministic, state=state)
-        logp_eval, entropy, values_eval = policy.evaluate(params, obs, actions, avail, state=state)
+        actions, logp, values = policy.act(params, obs, avail, jax.random.PRNGKey(2), deterministic, world_state=state)
+        logp_eval, entropy, values_eval = policy.evaluate(params, obs, actions, avail, world_state=state)
         assert logp.shape == entropy.shape == (5, 3, 1)  # K = 1: one joint ratio per agent
         np.testing.assert_allclose(logp, logp_eval, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(values, values_eval, rtol=1e-6)
@@ -75,15 +75,15 @@ def test_masked_actions_are_never_sampled_and_bad_inputs_are_refused(config):
     policy = MLPPolicy(DISCRETE, config)
     params = _perturbed(policy, jax.random.PRNGKey(3))
     obs, state, avail = _inputs(DISCRETE, batch=64)
-    act = jax.jit(lambda k: policy.act(params, obs, avail, k, False, state=state)[0])
+    act = jax.jit(lambda k: policy.act(params, obs, avail, k, False, world_state=state)[0])
     for i in range(10):
         actions = act(jax.random.PRNGKey(i))
         chosen = jnp.take_along_axis(avail, actions[..., None], axis=-1)
         assert bool((chosen == 1.0).all())
     assert_rejects_bad_inputs(StateBound(policy, state), params, obs, avail)
-    with pytest.raises(ValueError, match=r"the critic needs state of shape \[64, 5\]"):
+    with pytest.raises(ValueError, match=r"the critic needs world_state of shape \[64, 5\]"):
         policy.act(params, obs, avail, jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"the critic needs state of shape \[64, 5\]"):
+    with pytest.raises(ValueError, match=r"the critic needs world_state of shape \[64, 5\]"):
         policy.value(params, obs, state[:, :-1])
 
 
@@ -100,7 +100,7 @@ def test_happo_actors_are_per_agent_and_decentralised_and_its_critic_is_shared()
     # Each agent scored with its own actor alone equals the vmapped actors.
     logits = policy.model.apply(params, obs, method="actor_out")
     actions = jnp.argmax(logits, -1)
-    logp, _, values = policy.evaluate(params, obs, actions, jnp.ones((5, 3, 4)), state=state)
+    logp, _, values = policy.evaluate(params, obs, actions, jnp.ones((5, 3, 4)), world_state=state)
     for i in range(3):
         alone, _ = policy.agent_scores(jax.tree.map(lambda x: x[i], actors), obs[:, i], actions[:, i], None)
         np.testing.assert_allclose(alone, logp[:, i], rtol=1e-5, atol=1e-6)
@@ -139,9 +139,9 @@ def _happo_setup(spec, seed=0, rows=8):
                                   "algo.clip=0.2", "algo.entropy_coef=0.01"]).algo
     learner = HAPPOLearner(algo, policy)
     obs, state, avail = _inputs(spec, batch=rows, seed=seed + 1)
-    actions, logp, values = policy.act(params, obs, avail, jax.random.PRNGKey(seed + 2), state=state)
+    actions, logp, values = policy.act(params, obs, avail, jax.random.PRNGKey(seed + 2), world_state=state)
     adv = jax.random.normal(jax.random.PRNGKey(seed + 3), (rows, spec.n_agents))
-    batch = {"obs": obs, "state": state, "avail": avail, "actions": actions, "logp": logp, "values": values,
+    batch = {"obs": obs, "world_state": state, "avail": avail, "actions": actions, "logp": logp, "values": values,
              "advantages": adv, "returns": adv, "active": jnp.ones((rows, spec.n_agents))}
     return policy, params, learner, batch
 

@@ -12,6 +12,7 @@ import pytest
 
 from jax_mat import config as config_lib
 from jax_mat import evaluate
+from jax_mat.training import checkpoint as checkpoint_lib
 from jax_mat.training import finetune, sweep
 from jax_mat.training.checkpoint import Checkpointer, DamagedCheckpointError
 from jax_mat.training.runner import make_trainer
@@ -90,3 +91,30 @@ def test_a_checkpoint_of_another_network_does_not_fit_and_names_the_entry(two_ch
     message = str(err.value)
     assert message.startswith("checkpoint 2 in") and "does not fit this configuration" in message
     assert re.search(r"has shape \(\d+, 16\) in the checkpoint but \(\d+, 32\) in this run", message), message
+
+
+# A run directory written before issue 17 renamed RunnerState.update to num_updates and the timestep's state
+# to world_state: the config and checkpoint 1 of an untrained tiny MAT on SMAX 3m, as orbax saved them then.
+RUN_BEFORE_RENAMES = pathlib.Path(__file__).parent / "data" / "run_before_issue17"
+
+
+def test_a_checkpoint_saved_with_the_old_field_names_restores_under_the_new_ones(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(RUN_BEFORE_RENAMES, run_dir)
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    try:
+        saved = checkpointer.restore_as_saved(1)
+    finally:
+        checkpointer.close()
+    assert "update" in saved and "state" in saved["timestep"] and "num_updates" not in saved
+    run = evaluate.load_run(str(run_dir))
+    assert run.step == 1 and int(run.state.num_updates) == int(saved["update"])
+    np.testing.assert_array_equal(run.state.timestep.world_state, saved["timestep"]["state"])
+    restored = checkpoint_lib.leaves_by_path(run.state)
+    for name, array in checkpoint_lib.leaves_by_path(saved).items():
+        np.testing.assert_array_equal(restored[checkpoint_lib.RENAMED.get(name, name)], array, err_msg=name)
+    assert evaluate.evaluate_run(str(run_dir), episodes=2)["checkpoint_update"] == 1  # and it plays

@@ -69,7 +69,7 @@ def _params_at(run_dir, step):
         state = checkpointer.restore(sweep.state_template(trainer), step)
     finally:
         checkpointer.close()
-    assert np.all(np.asarray(state.update) == step)
+    assert np.all(np.asarray(state.num_updates) == step)
     return state.params
 
 
@@ -265,7 +265,7 @@ def test_state_shardings_split_environments_and_replicate_the_rest():
     shardings = distributed.state_shardings(shapes, mesh)
     specs = lambda tree: {s.spec for s in jax.tree.leaves(tree)}
     assert specs((shardings.env_state, shardings.timestep)) == {PartitionSpec("envs")}
-    assert specs((shardings.params, shardings.opt_state, shardings.value_norm, shardings.key, shardings.update)) == {
+    assert specs((shardings.params, shardings.opt_state, shardings.value_norm, shardings.key, shardings.num_updates)) == {
         PartitionSpec()}
     with pytest.raises(ValueError, match="cannot be split into 3 equal groups"):
         distributed.make_mesh(jax.devices(), 4, seed_shards=3)
@@ -289,6 +289,6 @@ def test_learners_hand_every_minibatch_to_the_placement_hook(algo):
     assert placed and all(x.shape[:2] == (cfg.algo.num_mini_batch, rows) for mb in placed for x in mb.values())
     fields = [set(mb) for mb in placed]
     if algo == "happo":
-        assert {"factor", "advantages"} <= fields[0] and {"returns", "state"} <= fields[-1]  # actors, then critic
+        assert {"factor", "advantages"} <= fields[0] and {"returns", "world_state"} <= fields[-1]  # actors, then critic
     else:
         assert all({"obs", "advantages", "returns"} <= f for f in fields)

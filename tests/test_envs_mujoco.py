@@ -99,7 +99,7 @@ def test_observations_are_standardised_features_with_agent_ids(task, k):
     assert timestep.obs.shape == (env.spec.n_agents, env.spec.obs_dim) and timestep.obs.dtype == jnp.float32
     np.testing.assert_allclose(timestep.obs.mean(-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(timestep.obs.std(-1), 1.0, atol=1e-4)
-    assert timestep.state.shape == (env.spec.state_dim,) and np.isfinite(timestep.state).all()
+    assert timestep.world_state.shape == (env.spec.state_dim,) and np.isfinite(timestep.world_state).all()
     assert not timestep.done and timestep.avail.shape == (env.spec.n_agents, env.spec.action_dim)
 
 

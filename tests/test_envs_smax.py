@@ -93,7 +93,7 @@ def test_reset_matches_spec_on_3s5z():
     _, ts = jax.jit(env.reset)(jax.random.PRNGKey(1))
     spec = env.spec
     assert ts.obs.shape == (spec.n_agents, spec.obs_dim)
-    assert ts.state.shape == (spec.state_dim,)
+    assert ts.world_state.shape == (spec.state_dim,)
     assert ts.avail.shape == (spec.n_agents, spec.action_dim)
     assert np.all(np.asarray(ts.active) == 1.0)
 
@@ -119,7 +119,7 @@ def test_shapes_and_dtypes(env, rollout):
             assert value.shape == leading + shape, field
             assert value.dtype == dtype, field
     assert not first.done.any() and np.all(first.episode_length == 0)
-    assert np.all(np.isfinite(ts.obs)) and np.all(np.isfinite(ts.state))
+    assert np.all(np.isfinite(ts.obs)) and np.all(np.isfinite(ts.world_state))
 
 
 def test_avail_and_active(rollout):

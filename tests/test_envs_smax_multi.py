@@ -31,7 +31,7 @@ def test_spec_pads_to_the_largest_map_or_to_the_sizes_given():
     spec_8 = SmaxMultiEnv(["3m", "5m_vs_6m"], pad_allies=8, pad_enemies=8).spec
     spec_8m = SmaxEnv("8m").spec
     assert (spec_8.n_agents, spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (8, 205, 193, 13)
-    assert (spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (spec_8m.obs_dim, spec_8m.state_dim,
+    assert (spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (spec_8m.obs_dim, spec_8m.world_state_dim,
                                                                      spec_8m.action_dim)
 
 
@@ -106,15 +106,15 @@ def test_real_agents_see_and_do_what_the_single_map_env_gives(lockstep):
     # World state: real unit blocks, dead-unit blocks for the padding (team 1 for enemies), then progress.
     w_allies, w_enemies = STATE_UNIT * n_a, STATE_UNIT * n_e
     enemy_block = STATE_UNIT * PAD_ALLIES
-    np.testing.assert_array_equal(m.state[..., :w_allies], s.state[..., :w_allies])
-    np.testing.assert_array_equal(m.state[..., w_allies:enemy_block], 0.0)
-    np.testing.assert_array_equal(m.state[..., enemy_block : enemy_block + w_enemies],
-                                  s.state[..., w_allies : w_allies + w_enemies])
-    padded_enemies = m.state[..., enemy_block + w_enemies : -1].reshape(*m.state.shape[:2], -1, STATE_UNIT)
+    np.testing.assert_array_equal(m.world_state[..., :w_allies], s.world_state[..., :w_allies])
+    np.testing.assert_array_equal(m.world_state[..., w_allies:enemy_block], 0.0)
+    np.testing.assert_array_equal(m.world_state[..., enemy_block : enemy_block + w_enemies],
+                                  s.world_state[..., w_allies : w_allies + w_enemies])
+    padded_enemies = m.world_state[..., enemy_block + w_enemies : -1].reshape(*m.world_state.shape[:2], -1, STATE_UNIT)
     assert padded_enemies.shape[2] == PAD_ENEMIES - n_e
     np.testing.assert_array_equal(padded_enemies[..., :-1], 0.0)
     np.testing.assert_array_equal(padded_enemies[..., -1], 1.0)
-    np.testing.assert_array_equal(m.state[..., -1], s.state[..., -1])
+    np.testing.assert_array_equal(m.world_state[..., -1], s.world_state[..., -1])
 
 
 def test_maps_take_equal_consecutive_groups_of_environments():

@@ -56,7 +56,7 @@ def test_restores_parameters_and_optimizer_state_into_a_new_task_and_resumes(sou
     source, start, trained = _saved(source_run, 2), _saved(run_dir, 0), _saved(run_dir, 1)
     _assert_trees_equal(start["params"], source["params"])
     _assert_trees_equal(start["opt_state"], source["opt_state"])  # kept, from the same checkpoint
-    assert int(start["update"]) == 0
+    assert int(start["num_updates"]) == 0
     # The new task's returns get a fresh value normaliser.
     assert any(float(v) != 0.0 for v in source["value_norm"].values())
     assert {k: float(v) for k, v in start["value_norm"].items()} == {k: 0.0 for k in source["value_norm"]}

@@ -27,7 +27,7 @@ class CountingEnv(MultiAgentEnv):
 
     def _timestep(self, t, reward, done, truncated):
         return Timestep(
-            obs=jnp.full((N_AGENTS, 1), t, jnp.float32), state=jnp.full((1,), t, jnp.float32),
+            obs=jnp.full((N_AGENTS, 1), t, jnp.float32), world_state=jnp.full((1,), t, jnp.float32),
             avail=jnp.ones((N_AGENTS, 2), jnp.float32), reward=jnp.full((N_AGENTS,), reward, jnp.float32),
             done=done, truncated=truncated, active=jnp.ones((N_AGENTS,), jnp.float32),
             episode_return=jnp.zeros((), jnp.float32), episode_length=jnp.zeros((), jnp.int32),
@@ -53,10 +53,10 @@ class ConstantPolicy:
     def init(self, key):
         return {"w": jnp.zeros(())}
 
-    def act(self, params, obs, avail, key, deterministic=False, state=None):
+    def act(self, params, obs, avail, key, deterministic=False, world_state=None):
         return jnp.zeros(obs.shape[:2], jnp.int32), jnp.zeros((*obs.shape[:2], 1)), obs[..., 0]
 
-    def value(self, params, obs, state=None):
+    def value(self, params, obs, world_state=None):
         return obs[..., 0]
 
 

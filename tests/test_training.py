@@ -253,7 +253,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capfd, monkeypatch):
 
     def poisoned(self, state):
         new_state, metrics = original(self, state)
-        metrics["loss/total"] = jax.numpy.where(new_state.update >= 2, jax.numpy.nan, metrics["loss/total"])
+        metrics["loss/total"] = jax.numpy.where(new_state.num_updates >= 2, jax.numpy.nan, metrics["loss/total"])
         return new_state, metrics
 
     monkeypatch.setattr(Trainer, "update", poisoned)

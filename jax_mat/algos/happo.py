@@ -51,8 +51,8 @@ class HAPPOLearner:
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
-        a = self.config
-        return make_optimizer(a.lr, a.opti_eps, a.max_grad_norm)
+        algo = self.config
+        return make_optimizer(algo.lr, algo.opti_eps, algo.max_grad_norm)
 
     def init(self, params):
         """One optimizer state per actor (stacked ``[N, ...]``) and one for the critic."""
@@ -64,21 +64,21 @@ class HAPPOLearner:
     def normalize_advantages(self, advantages: jax.Array, active: jax.Array) -> jax.Array:
         return ppo.normalize_advantages_per_agent(advantages, active)
 
-    def update(self, params, opt_state, vn, rows, key):
+    def update(self, params, opt_state, value_norm, rows, key):
         order_key, actor_key, critic_key = jax.random.split(key, 3)
         order = jax.random.permutation(order_key, self.policy.spec.n_agents)
         actors, actors_opt, actor_metrics, _ = self._update_actors(
             self.policy.actors_of(params), opt_state["actors"], rows, order, actor_key
         )
-        critic, critic_opt, vn, value_metrics = self._update_critic(
-            self.policy.critic_of(params), opt_state["critic"], vn, rows, critic_key
+        critic, critic_opt, value_norm, value_metrics = self._update_critic(
+            self.policy.critic_of(params), opt_state["critic"], value_norm, rows, critic_key
         )
         metrics = {**actor_metrics, **value_metrics}
         metrics["loss/total"] = ppo.combine(
             metrics["loss/policy"], metrics["loss/entropy"], metrics["loss/value"], self.config.loss_config()
         )
         params = self.policy.with_parts(params, actors, critic)
-        return params, {"actors": actors_opt, "critic": critic_opt}, vn, metrics
+        return params, {"actors": actors_opt, "critic": critic_opt}, value_norm, metrics
 
     # -- actors ----------------------------------------------------------------------------- #
 
@@ -90,17 +90,17 @@ class HAPPOLearner:
         return agent
 
     def _actor_loss(self, actor_params, batch):
-        a = self.config
+        algo = self.config
         logp, entropy = self.policy.agent_scores(actor_params, batch["obs"], batch["actions"], batch["avail"])
         terms = ppo.policy_terms(
             logp[:, None], entropy[:, None], batch["logp"][:, None], batch["advantages"][:, None],
-            batch["active"][:, None], a.clip, weight=batch["factor"][:, None],
+            batch["active"][:, None], algo.clip, weight=batch["factor"][:, None],
         )
-        return terms["loss/policy"] - a.entropy_coef * terms["loss/entropy"], terms
+        return terms["loss/policy"] - algo.entropy_coef * terms["loss/entropy"], terms
 
     def _train_agent(self, actor_params, opt_state, batch, key):
         """``ppo_epochs`` x ``num_mini_batch`` steps of one agent's actor on its rows (with their factor)."""
-        a = self.config
+        algo = self.config
 
         def step(carry, minibatch):
             p, o = carry
@@ -109,11 +109,11 @@ class HAPPOLearner:
             return (optax.apply_updates(p, updates), o), {**terms, "grad_norm": optax.global_norm(grads)}
 
         def epoch(carry, epoch_key):
-            return jax.lax.scan(step, carry, epoch_minibatches(epoch_key, batch, a.num_mini_batch,
+            return jax.lax.scan(step, carry, epoch_minibatches(epoch_key, batch, algo.num_mini_batch,
                                                                 self.shard_minibatches))
 
         (actor_params, opt_state), metrics = jax.lax.scan(
-            epoch, (actor_params, opt_state), jax.random.split(key, a.ppo_epochs)
+            epoch, (actor_params, opt_state), jax.random.split(key, algo.ppo_epochs)
         )
         return actor_params, opt_state, jax.tree.map(jnp.mean, metrics)
 
@@ -155,31 +155,32 @@ class HAPPOLearner:
 
     # -- critic ----------------------------------------------------------------------------- #
 
-    def _update_critic(self, critic, opt_state, vn, rows, key):
-        a = self.config
-        loss_config = a.loss_config()
-        fields = {k: rows[k] for k in ("obs", "state", "values", "returns", "active")}
+    def _update_critic(self, critic, opt_state, value_norm, rows, key):
+        algo = self.config
+        loss_config = algo.loss_config()
+        fields = {k: rows[k] for k in ("obs", "world_state", "values", "returns", "active")}
 
         def step(carry, batch):
-            critic, opt_state, vn = carry
-            if a.use_valuenorm:
-                vn = valuenorm.update(vn, batch["returns"])
-            targets = valuenorm.normalize(vn, batch["returns"]) if a.use_valuenorm else batch["returns"]
-            mask = batch["active"] if a.use_value_active_masks else jnp.ones_like(batch["active"])
+            critic, opt_state, value_norm = carry
+            if algo.use_valuenorm:
+                value_norm = valuenorm.update(value_norm, batch["returns"])
+            targets = valuenorm.normalize(value_norm, batch["returns"]) if algo.use_valuenorm else batch["returns"]
+            mask = batch["active"] if algo.use_value_active_masks else jnp.ones_like(batch["active"])
 
             def loss(c):
-                values = self.policy.critic_values(c, batch["obs"], batch["state"])
+                values = self.policy.critic_values(c, batch["obs"], batch["world_state"])
                 value_loss = ppo.value_loss(values, batch["values"], targets, mask, loss_config)
-                return a.value_loss_coef * value_loss, value_loss
+                return algo.value_loss_coef * value_loss, value_loss
 
             (_, value_loss), grads = jax.value_and_grad(loss, has_aux=True)(critic)
             updates, opt_state = self.optimizer.update(grads, opt_state, critic)
             metrics = {"loss/value": value_loss, "grad_norm/critic": optax.global_norm(grads)}
-            return (optax.apply_updates(critic, updates), opt_state, vn), metrics
+            return (optax.apply_updates(critic, updates), opt_state, value_norm), metrics
 
         def epoch(carry, epoch_key):
-            return jax.lax.scan(step, carry, epoch_minibatches(epoch_key, fields, a.num_mini_batch,
+            return jax.lax.scan(step, carry, epoch_minibatches(epoch_key, fields, algo.num_mini_batch,
                                                                 self.shard_minibatches))
 
-        (critic, opt_state, vn), metrics = jax.lax.scan(epoch, (critic, opt_state, vn), jax.random.split(key, a.ppo_epochs))
-        return critic, opt_state, vn, jax.tree.map(jnp.mean, metrics)
+        (critic, opt_state, value_norm), metrics = jax.lax.scan(
+            epoch, (critic, opt_state, value_norm), jax.random.split(key, algo.ppo_epochs))
+        return critic, opt_state, value_norm, jax.tree.map(jnp.mean, metrics)

@@ -6,7 +6,7 @@ A learner is a small frozen object with two pure functions:
 * ``update(params, opt_state, value_norm, rows, key) -> (params, opt_state, value_norm, metrics)``
 
 where ``rows`` is the rollout flattened to ``R = T * E`` environment-steps
-(each row holds all agents), with keys ``obs [R, N, O]``, ``state [R, S]``,
+(each row holds all agents), with keys ``obs [R, N, O]``, ``world_state [R, S]``,
 ``avail [R, N, A]``, ``actions``, ``logp [R, N, K]``, ``values [R, N]``
 (normalised scale), ``active [R, N]``, ``advantages [R, N]`` and
 ``returns [R, N]`` (unnormalised). It also chooses how advantages are
@@ -86,8 +86,8 @@ class PPOLearner:
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
-        a = self.config
-        return policy_optimizer(self.policy, a.lr, a.opti_eps, a.max_grad_norm)
+        algo = self.config
+        return policy_optimizer(self.policy, algo.lr, algo.opti_eps, algo.max_grad_norm)
 
     def init(self, params):
         return self.optimizer.init(params)
@@ -95,12 +95,12 @@ class PPOLearner:
     def normalize_advantages(self, advantages: jax.Array, active: jax.Array) -> jax.Array:
         return ppo.normalize_advantages(advantages, active)
 
-    def _loss(self, params, vn, batch):
-        a = self.config
+    def _loss(self, params, value_norm, batch):
+        algo = self.config
         logp, entropy, values = self.policy.evaluate(
-            params, batch["obs"], batch["actions"], batch["avail"], state=batch["state"]
+            params, batch["obs"], batch["actions"], batch["avail"], world_state=batch["world_state"]
         )
-        targets = valuenorm.normalize(vn, batch["returns"]) if a.use_valuenorm else batch["returns"]
+        targets = valuenorm.normalize(value_norm, batch["returns"]) if algo.use_valuenorm else batch["returns"]
         return ppo.ppo_loss(
             logp, entropy, values,
             old_logp=batch["logp"],
@@ -108,31 +108,31 @@ class PPOLearner:
             value_preds=batch["values"],
             value_targets=targets,
             active=batch["active"],
-            config=a.loss_config(),
+            config=algo.loss_config(),
         )
 
     def _minibatch_step(self, carry, batch):
-        params, opt_state, vn = carry
+        params, opt_state, value_norm = carry
         if self.config.use_valuenorm:
-            vn = valuenorm.update(vn, batch["returns"])
+            value_norm = valuenorm.update(value_norm, batch["returns"])
         rows, n_agents = batch["active"].shape
         micro_rows = ppo.micro_batch_rows(rows, n_agents, grad_accumulation_tokens())
         (_, metrics), grads = ppo.accumulated_loss_and_grad(
-            lambda p, b: self._loss(p, vn, b), params, batch, self.config.loss_config(), micro_rows
+            lambda p, b: self._loss(p, value_norm, b), params, batch, self.config.loss_config(), micro_rows
         )
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.global_norm(grads)
-        return (params, opt_state, vn), metrics
+        return (params, opt_state, value_norm), metrics
 
-    def update(self, params, opt_state, vn, rows, key):
-        a = self.config
+    def update(self, params, opt_state, value_norm, rows, key):
+        algo = self.config
 
         def epoch(carry, epoch_key):
-            minibatches = epoch_minibatches(epoch_key, rows, a.num_mini_batch, self.shard_minibatches)
+            minibatches = epoch_minibatches(epoch_key, rows, algo.num_mini_batch, self.shard_minibatches)
             return jax.lax.scan(self._minibatch_step, carry, minibatches)
 
-        (params, opt_state, vn), losses = jax.lax.scan(
-            epoch, (params, opt_state, vn), jax.random.split(key, a.ppo_epochs)
+        (params, opt_state, value_norm), losses = jax.lax.scan(
+            epoch, (params, opt_state, value_norm), jax.random.split(key, algo.ppo_epochs)
         )
-        return params, opt_state, vn, {k: v.mean() for k, v in losses.items()}
+        return params, opt_state, value_norm, {k: v.mean() for k, v in losses.items()}

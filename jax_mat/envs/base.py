@@ -40,7 +40,7 @@ class Timestep:
 
     Attributes:
       obs: ``[N, O]`` float32 per-agent observations.
-      state: ``[S]`` float32 world state.
+      world_state: ``[S]`` float32 world state (the centralised critics' input; JaxMARL's name).
       avail: ``[N, A]`` float32 0/1 availability of each discrete action
         (all ones for continuous control).
       reward: ``[N]`` float32 reward of the last transition (shared reward
@@ -55,7 +55,7 @@ class Timestep:
     """
 
     obs: chex.Array
-    state: chex.Array
+    world_state: chex.Array
     avail: chex.Array
     reward: chex.Array
     done: chex.Array

@@ -147,7 +147,7 @@ class HostBridgeEnv(BatchedMultiAgentEnv):
         false = jnp.zeros((n_envs,), jnp.bool_)
         bridge_state = BridgeState(handle, jnp.zeros((n_envs,), jnp.float32), jnp.zeros((n_envs,), jnp.int32))
         timestep = Timestep(
-            obs=obs, state=state, avail=avail, reward=zeros_n, done=false, truncated=false, active=active,
+            obs=obs, world_state=state, avail=avail, reward=zeros_n, done=false, truncated=false, active=active,
             episode_return=bridge_state.episode_return, episode_length=bridge_state.episode_length, won=false,
         )  # fmt: skip
         return bridge_state, timestep
@@ -177,7 +177,7 @@ class HostBridgeEnv(BatchedMultiAgentEnv):
             state.episode_return, state.episode_length, reward, done)
         next_state = BridgeState(handle, next_return, next_length)
         timestep = Timestep(
-            obs=obs, state=world, avail=avail, reward=reward, done=done, truncated=truncated, active=active,
+            obs=obs, world_state=world, avail=avail, reward=reward, done=done, truncated=truncated, active=active,
             episode_return=episode_return, episode_length=episode_length, won=won & done,
         )  # fmt: skip
         return next_state, timestep

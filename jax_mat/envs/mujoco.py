@@ -293,7 +293,7 @@ class MujocoMultiEnv:
         n, a = self.spec.n_agents, self.spec.action_dim
         return Timestep(
             obs=self.observations(state),
-            state=self.world_state(state),
+            world_state=self.world_state(state),
             avail=jnp.ones((n, a), jnp.float32),
             reward=jnp.full((n,), reward, jnp.float32),
             done=done,

@@ -272,7 +272,7 @@ class SmaxEnv:
         """Assembles a timestep from JaxMARL's obs dict and state (zero episode statistics)."""
         return Timestep(
             obs=jnp.stack([obs[agent] for agent in self._env.agents]).astype(jnp.float32),
-            state=self.world_state(state),
+            world_state=self.world_state(state),
             avail=self.avail_actions(state),
             reward=reward,
             done=done,

@@ -161,7 +161,7 @@ class PaddedSmax:
         """A ``SmaxEnv`` timestep with its agents, unit slots, actions and world state padded."""
         return timestep.replace(
             obs=self.pad_obs(timestep.obs),
-            state=self.pad_state(timestep.state),
+            world_state=self.pad_state(timestep.world_state),
             avail=self.pad_avail(timestep.avail),
             reward=self._pad_agents(timestep.reward, timestep.reward[0]),
             active=self._pad_agents(timestep.active, 0.0),

@@ -86,7 +86,7 @@ class AutoReset(MultiAgentEnv):
     """Resets a raw environment when an episode ends and reports its statistics.
 
     On the step where ``done`` is true the returned timestep's ``obs``,
-    ``state``, ``avail`` and ``active`` (and the wrapper state) belong to the
+    ``world_state``, ``avail`` and ``active`` (and the wrapper state) belong to the
     first step of a fresh episode, while ``reward``, ``done``, ``truncated``,
     ``won``, ``episode_return`` and ``episode_length`` describe the episode
     that just ended. Where ``done`` is false, ``episode_return`` and
@@ -155,7 +155,7 @@ def _observation_fields(timestep: Timestep) -> dict[str, jax.Array]:
     """The fields that describe the current observation (replaced on reset)."""
     return {
         "obs": timestep.obs,
-        "state": timestep.state,
+        "world_state": timestep.world_state,
         "avail": timestep.avail,
         "active": timestep.active,
     }

@@ -231,7 +231,7 @@ class MARWKVPolicy(policy_lib.EncoderDecoderPolicy):
             return ()
         return tuple(range(c.act_segment, n, c.act_segment))
 
-    def act(self, params, obs, avail, key, deterministic=False, state=None):
+    def act(self, params, obs, avail, key, deterministic=False, world_state=None):
         batch, n = obs.shape[:2]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)

@@ -585,7 +585,7 @@ class MATPolicy(policy_lib.EncoderDecoderPolicy):
             zero_std=config.zero_std,
         )
 
-    def act(self, params, obs, avail, key, deterministic=False, state=None):
+    def act(self, params, obs, avail, key, deterministic=False, world_state=None):
         batch = obs.shape[0]
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, batch)

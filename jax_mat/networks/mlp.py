@@ -131,9 +131,9 @@ class MLPActorCritic(nn.Module):
             self.actors = per_agent(self.action_dim, self.discrete, c.hidden, c.n_layers)
         self.critic = Critic(c.hidden, c.n_layers)
 
-    def __call__(self, obs: jax.Array, state: jax.Array):
+    def __call__(self, obs: jax.Array, world_state: jax.Array):
         """Initialisation entry point: touches every parameter."""
-        return self.actor_out(obs), self.values(obs, state)
+        return self.actor_out(obs), self.values(obs, world_state)
 
     def _ids(self, x: jax.Array) -> jax.Array:
         return _with_agent_ids(x) if self.config.append_agent_id else x
@@ -144,20 +144,20 @@ class MLPActorCritic(nn.Module):
             return self.actor(self._ids(obs))
         return self.actors(obs)
 
-    def values(self, obs: jax.Array, state: jax.Array) -> jax.Array:
-        """``obs`` ``[B, N, O]``, ``state`` ``[B, S]`` -> ``[B, N]``."""
+    def values(self, obs: jax.Array, world_state: jax.Array) -> jax.Array:
+        """``obs`` ``[B, N, O]``, ``world_state`` ``[B, S]`` -> ``[B, N]``."""
         b, n, _ = obs.shape
         if self.config.agent_critic:
-            per_agent_state = jnp.broadcast_to(state[:, None, :], (b, n, state.shape[-1]))
+            per_agent_state = jnp.broadcast_to(world_state[:, None, :], (b, n, world_state.shape[-1]))
             return self.critic(self._ids(jnp.concatenate([per_agent_state, obs], axis=-1)))
-        return jnp.broadcast_to(self.critic(state)[:, None], (b, n))
+        return jnp.broadcast_to(self.critic(world_state)[:, None], (b, n))
 
 
 class MLPPolicy:
     """MAPPO's or HAPPO's actor-critic behind the ``Policy`` protocol.
 
     The critic needs the world state: ``act``, ``evaluate`` and ``value``
-    take ``state`` ``[B, S]``. For HAPPO's sequential update the policy also
+    take ``world_state`` ``[B, S]``. For HAPPO's sequential update the policy also
     exposes its parts: ``actors_of``/``critic_of`` and ``with_parts`` split
     and join the parameters, ``agent_scores`` scores one agent's actions
     with that agent's actor alone, ``critic_values`` runs the critic alone.
@@ -180,26 +180,26 @@ class MLPPolicy:
 
     def init(self, key: jax.Array):
         obs = jnp.zeros((1, self.spec.n_agents, self.spec.obs_dim), jnp.float32)
-        state = jnp.zeros((1, self.spec.state_dim), jnp.float32)
-        return self.model.init(key, obs, state)
+        world_state = jnp.zeros((1, self.spec.state_dim), jnp.float32)
+        return self.model.init(key, obs, world_state)
 
-    def act(self, params, obs, avail, key, deterministic=False, state=None):
+    def act(self, params, obs, avail, key, deterministic=False, world_state=None):
         batch = obs.shape[0]
-        self._check_inputs(obs, avail, state)
+        self._check_inputs(obs, avail, world_state)
         dist = self._dist(params, self.model.apply(params, obs, method="actor_out"), avail)
         actions = dist.mode() if deterministic else dist.sample(key)
-        return actions, self._joint(dist.log_prob(actions)), self.value(params, obs, state)
+        return actions, self._joint(dist.log_prob(actions)), self.value(params, obs, world_state)
 
-    def evaluate(self, params, obs, actions, avail, state=None):
+    def evaluate(self, params, obs, actions, avail, world_state=None):
         policy_lib.check_actions(self.spec, actions, obs.shape[0])
-        self._check_inputs(obs, avail, state)
+        self._check_inputs(obs, avail, world_state)
         dist = self._dist(params, self.model.apply(params, obs, method="actor_out"), avail)
-        values = self.model.apply(params, obs, state, method="values")
+        values = self.model.apply(params, obs, world_state, method="values")
         return self._joint(dist.log_prob(actions)), self._joint(dist.entropy()), values
 
-    def value(self, params, obs, state=None):
-        self._check_state(state, obs.shape[0])
-        return self.model.apply(params, obs, state, method="values")
+    def value(self, params, obs, world_state=None):
+        self._check_state(world_state, obs.shape[0])
+        return self.model.apply(params, obs, world_state, method="values")
 
     # -- parameter groups and parts (optimizers, HAPPO) ---------------------------------------- #
 
@@ -227,10 +227,10 @@ class MLPPolicy:
         dist = heads.categorical(out, avail) if self.spec.discrete else heads.gaussian(out, log_std)
         return self._joint(dist.log_prob(actions)), self._joint(dist.entropy())
 
-    def critic_values(self, critic_params, obs, state):
-        """The critic alone: ``obs`` ``[R, N, O]``, ``state`` ``[R, S]`` -> ``[R, N]``."""
+    def critic_values(self, critic_params, obs, world_state):
+        """The critic alone: ``obs`` ``[R, N, O]``, ``world_state`` ``[R, S]`` -> ``[R, N]``."""
         params = {"params": {"critic": critic_params}}
-        return self.model.apply(params, obs, state, method="values")
+        return self.model.apply(params, obs, world_state, method="values")
 
     # -- helpers -------------------------------------------------------------------------------- #
 
@@ -244,14 +244,14 @@ class MLPPolicy:
         """A log-prob or entropy summed over action dimensions, ``[..., 1]`` (K = 1)."""
         return per_dim[..., None] if self.spec.discrete else per_dim.sum(-1, keepdims=True)
 
-    def _check_state(self, state, batch: int) -> None:
+    def _check_state(self, world_state, batch: int) -> None:
         expected = (batch, self.spec.state_dim)
-        if state is None or tuple(state.shape) != expected:
-            got = None if state is None else tuple(state.shape)
-            raise ValueError(f"the critic needs state of shape {list(expected)} [batch, state], got {got}")
+        if world_state is None or tuple(world_state.shape) != expected:
+            got = None if world_state is None else tuple(world_state.shape)
+            raise ValueError(f"the critic needs world_state of shape {list(expected)} [batch, state], got {got}")
 
-    def _check_inputs(self, obs, avail, state) -> None:
+    def _check_inputs(self, obs, avail, world_state) -> None:
         policy_lib.check_obs(self.spec, obs)
         policy_lib.check_avail(self.spec, avail, obs.shape[0])
-        self._check_state(state, obs.shape[0])
+        self._check_state(world_state, obs.shape[0])
 

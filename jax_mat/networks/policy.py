@@ -5,16 +5,16 @@ configuration; all its methods are pure functions of ``params`` and arrays,
 batched over environments:
 
 * ``init(key) -> params``
-* ``act(params, obs, avail, key, deterministic, state=None) -> (actions, logp, values)``
+* ``act(params, obs, avail, key, deterministic, world_state=None) -> (actions, logp, values)``
   samples (or takes the mode of) every agent's action, autoregressively for
   the sequence models.
-* ``evaluate(params, obs, actions, avail, state=None) -> (logp, entropy, values)``
+* ``evaluate(params, obs, actions, avail, world_state=None) -> (logp, entropy, values)``
   scores given actions in one teacher-forced pass.
-* ``value(params, obs, state=None) -> values``: the critic alone (bootstrap values).
+* ``value(params, obs, world_state=None) -> values``: the critic alone (bootstrap values).
 * ``param_groups``: names of parameter groups that train with optimizers of their own (MAPPO's and HAPPO's
   actor and critic), each leaf's group given by ``param_labels(params)``; ``()``: one optimizer for all.
 
-Shapes: ``obs`` ``[B, N, O]``; ``state`` ``[B, S]`` the world state, read by
+Shapes: ``obs`` ``[B, N, O]``; ``world_state`` ``[B, S]``, read by
 centralised critics (MAPPO, HAPPO; ``None`` is refused there) and ignored by
 the MAT family, whose critic is the observation encoder; ``avail``
 ``[B, N, A]`` (ignored for continuous actions, may be ``None``); ``actions`` ``[B, N]`` int32 (discrete) or
@@ -50,15 +50,15 @@ class Policy(Protocol):
         avail: jax.Array | None,
         key: jax.Array,
         deterministic: bool = False,
-        state: jax.Array | None = None,
+        world_state: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
 
     def evaluate(
         self, params: Params, obs: jax.Array, actions: jax.Array, avail: jax.Array | None,
-        state: jax.Array | None = None,
+        world_state: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
 
-    def value(self, params: Params, obs: jax.Array, state: jax.Array | None = None) -> jax.Array: ...
+    def value(self, params: Params, obs: jax.Array, world_state: jax.Array | None = None) -> jax.Array: ...
 
     def param_labels(self, params: Params) -> Any: ...
 
@@ -163,8 +163,8 @@ class EncoderDecoderPolicy:
         shifted = jnp.repeat(start_tokens(self.spec, 1)[:, None], self.spec.n_agents, axis=1)
         return self.model.init(key, obs, shifted)
 
-    def value(self, params, obs, state=None):
-        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone; ``state`` is unused)."""
+    def value(self, params, obs, world_state=None):
+        """``[B, N, O]`` -> ``[B, N]`` normalised values (the encoder alone; ``world_state`` is unused)."""
         return self.model.apply(params, obs, method="encode")[0]
 
     def _dist(self, params, out, avail):
@@ -172,7 +172,7 @@ class EncoderDecoderPolicy:
             return heads.categorical(out, avail)
         return heads.gaussian(out, params["params"]["log_std"])
 
-    def evaluate(self, params, obs, actions, avail, state=None):
+    def evaluate(self, params, obs, actions, avail, world_state=None):
         batch = obs.shape[0]
         check_obs(self.spec, obs)
         check_actions(self.spec, actions, batch)
@@ -202,7 +202,7 @@ class EncoderDecoderPolicy:
         self,
         params: Params,
         per_agent: Any,
-        state: Any,
+        decoder_state: Any,
         decode_step: Callable,
         avail: jax.Array | None,
         key: jax.Array,
@@ -215,11 +215,11 @@ class EncoderDecoderPolicy:
         Args:
           per_agent: a pytree of ``[B, N, ...]`` arrays; step ``i`` gets their
             ``[:, i]`` slices.
-          state: the decoder's carried state (KV caches, recurrent state).
-          decode_step: ``(prev_token, i, per_agent_i, state) -> (out [B, A], state)``
+          decoder_state: the decoder's carried state (KV caches, recurrent state).
+          decode_step: ``(prev_token, i, per_agent_i, decoder_state) -> (out [B, A], decoder_state)``
             with ``prev_token`` agent ``i - 1``'s action as decoder input.
           segments: increasing positions ``0 < s_1 < ... < N`` at which to end
-            one scan and start the next, after ``state = grow(state, end)``
+            one scan and start the next, after ``decoder_state = grow(decoder_state, end)``
             with ``end`` the next segment's end. A decoder whose step costs
             grow with the state's size (a KV cache) keeps the state as short
             as the positions reached so far.
@@ -233,14 +233,14 @@ class EncoderDecoderPolicy:
         xs = (jnp.arange(n), self._noise(key, (n, batch), deterministic), per_agent, avail_n)
 
         def step(carry, x):
-            prev, state = carry
+            prev, decoder_state = carry
             i, noise, inputs, avail_i = x
-            out, state = decode_step(prev, i, inputs, state)
+            out, decoder_state = decode_step(prev, i, inputs, decoder_state)
             action, logp = self._choose(params, out, avail_i if self.spec.discrete else None, noise, deterministic)
-            return (next_token(self.spec, action), state), (action, logp)
+            return (next_token(self.spec, action), decoder_state), (action, logp)
 
         bounds = (0, *segments, n)
-        carry, outs = (start_tokens(self.spec, batch), state), []
+        carry, outs = (start_tokens(self.spec, batch), decoder_state), []
         for start, stop in zip(bounds[:-1], bounds[1:]):
             if start:
                 carry = (carry[0], grow(carry[1], stop))

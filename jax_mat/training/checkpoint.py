@@ -12,6 +12,10 @@ first entry that differs; a checkpoint whose metadata or arrays cannot be read i
 one ``warning:`` line on standard error. Nothing here deletes a damaged checkpoint: a run that continues
 from an older one moves the damaged folders aside (``set_aside``: ``<step>.damaged-<time>`` beside them,
 which orbax does not list), so that it can save those updates again.
+
+A checkpoint holds the ``RunnerState`` under its field names. Fields renamed since a checkpoint was written
+(``RENAMED``: ``update`` is ``num_updates``, the timestep's ``state`` is ``world_state``) restore under
+their new names: such a checkpoint is read as saved and its arrays placed by name.
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ import sys
 from typing import Any, Callable, Iterator, TypeVar
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 T = TypeVar("T")
+
+# Entries of checkpoints written before a field was renamed: {name as saved: name now}.
+RENAMED = {"update": "num_updates", "timestep/state": "timestep/world_state"}
 
 
 class DamagedCheckpointError(ValueError):
@@ -104,12 +112,15 @@ class Checkpointer:
         # None: the tree's metadata file is missing or unreadable; a template of plain dicts and lists may
         # still restore by its names, a RunnerState (dataclasses) cannot.
         if saved is not None:
-            difference = first_difference(template, saved.tree)
+            saved_names = leaves_by_path(saved.tree)
+            difference = first_difference(template, current_names(saved_names))
             if difference:
                 raise ValueError(
                     f"checkpoint {step} in {self.directory} does not fit this configuration (a different "
                     f"network shape, environment or algorithm): {difference}"
                 )
+            if any(name in RENAMED for name in saved_names):
+                return self._restore_renamed(template, step)
         abstract = jax.tree.map(_restore_target, template)
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -125,6 +136,17 @@ class Checkpointer:
             return self._manager.restore(step, args=ocp.args.StandardRestore())
         except Exception as err:  # orbax/tensorstore raise many kinds on missing or unreadable files
             raise self._damaged(step, err) from None
+
+    def _restore_renamed(self, template: Any, step: int) -> Any:
+        """Checkpoint ``step``, saved with names ``RENAMED`` has changed since, in ``template``'s structure."""
+        by_name = current_names(leaves_by_path(self.restore_as_saved(step)))
+        flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+        leaves = []
+        for path, like in flat:
+            target = _restore_target(like)
+            host = np.asarray(by_name[path_text(path)], dtype=target.dtype)
+            leaves.append(jax.make_array_from_callback(target.shape, target.sharding, lambda index, x=host: x[index]))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
 
     def restore_newest(self, attempt: Callable[[int], T]) -> Restored:
         """``attempt(step)`` on the complete checkpoints, newest first, until one returns.
@@ -213,10 +235,16 @@ def _key_name(key: Any) -> str | int:
     raise TypeError(f"unexpected pytree key {key!r}")
 
 
-def first_difference(template: Any, saved: Any) -> str:
+def current_names(by_path: dict[str, Any]) -> dict[str, Any]:
+    """``leaves_by_path`` of a checkpoint with the entries ``RENAMED`` since it was written under their new names."""
+    return {RENAMED.get(name, name): leaf for name, leaf in by_path.items()}
+
+
+def first_difference(template: Any, have: dict[str, Any]) -> str:
     """The first entry whose presence or shape differs between ``template`` (arrays or ``ShapeDtypeStruct``)
-    and ``saved`` (a checkpoint's tree metadata), in words; "" when they agree."""
-    want, have = leaves_by_path(template), leaves_by_path(saved)
+    and ``have`` (a checkpoint's tree metadata, ``current_names(leaves_by_path(...))``), in words; "" when
+    they agree."""
+    want = leaves_by_path(template)
     for name in want:
         if name not in have:
             return f"this run's state has {name}, the checkpoint does not"

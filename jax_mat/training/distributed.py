@@ -7,7 +7,7 @@ XLA's SPMD partitioner (GSPMD) splits the program accordingly:
 - a ``Mesh`` with axes ``("seeds", "envs")``; one run uses a ``seeds`` axis of size 1, a seed sweep
   (``training.sweep``) splits its seeds over ``seeds`` (``train.seed_shards`` groups of devices);
 - in ``RunnerState``, ``env_state`` and ``timestep`` (``[n_envs, ...]`` leaves) are split over
-  ``envs``; ``params``, ``opt_state``, ``value_norm``, ``key`` and ``update`` are replicated;
+  ``envs``; ``params``, ``opt_state``, ``value_norm``, ``key`` and ``num_updates`` are replicated;
 - the shuffled minibatches ``[minibatches, rows, ...]`` are split over ``envs`` through the
   trainer's ``shard_minibatches`` hook (the learners apply it where they form minibatches), so each device differentiates its own rows and the
   gradient is summed across devices (an all-reduce inside the jitted update) before the
@@ -376,6 +376,6 @@ def shard_training(trainer: Any, mesh: Mesh) -> ShardedTraining:
         init_program=jax.jit(init, in_shardings=replicated, out_shardings=shardings),
         update_program=jax.jit(vmapped(trainer.update), in_shardings=(shardings,),
                                out_shardings=(shardings, replicated), donate_argnums=0),
-        updates_done_program=jax.jit(lambda state: state.update.max(), in_shardings=(shardings,),
+        updates_done_program=jax.jit(lambda state: state.num_updates.max(), in_shardings=(shardings,),
                                      out_shardings=replicated),
     )

@@ -28,7 +28,7 @@ class Transition:
     """
 
     obs: jax.Array  # [E, N, O]
-    state: jax.Array  # [E, S] world state (the centralised critics' input)
+    world_state: jax.Array  # [E, S] (the centralised critics' input)
     avail: jax.Array  # [E, N, A]
     active: jax.Array  # [E, N]
     actions: jax.Array  # [E, N] int32 or [E, N, A]
@@ -57,11 +57,12 @@ def collect(
     def step(carry, step_key):
         env_state, ts = carry
         act_key, env_key = jax.random.split(step_key)
-        actions, logp, values = policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
+        actions, logp, values = policy.act(params, ts.obs, ts.avail, act_key, deterministic,
+                                           world_state=ts.world_state)
         env_state, next_ts = env.step_batch(env_key, env_state, actions)
         transition = Transition(
             obs=ts.obs,
-            state=ts.state,
+            world_state=ts.world_state,
             avail=ts.avail,
             active=ts.active,
             actions=actions,

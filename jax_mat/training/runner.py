@@ -42,7 +42,8 @@ def make_trainer(config: Any) -> "Trainer":
 
 @flax.struct.dataclass
 class RunnerState:
-    """Everything a run needs to continue, and exactly what a checkpoint holds."""
+    """Everything a run needs to continue, and exactly what a checkpoint holds (its field names are the
+    checkpoint's; ``training.checkpoint.RENAMED`` maps the names of checkpoints saved before a rename)."""
 
     params: Any
     opt_state: Any
@@ -50,7 +51,7 @@ class RunnerState:
     env_state: Any
     timestep: Timestep
     key: jax.Array
-    update: jax.Array  # [] int32 updates done
+    num_updates: jax.Array  # [] int32 updates done
 
 
 def _flatten_rows(tree):
@@ -86,45 +87,46 @@ class Trainer:
             env_state=env_state,
             timestep=timestep,
             key=run_key,
-            update=jnp.zeros((), jnp.int32),
+            num_updates=jnp.zeros((), jnp.int32),
         )
 
-    def _denorm(self, vn, values):
-        return valuenorm.denormalize(vn, values) if self.config.algo.use_valuenorm else values
+    def _denorm(self, value_norm, values):
+        return valuenorm.denormalize(value_norm, values) if self.config.algo.use_valuenorm else values
 
     def update(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
         """One update: rollout, advantages, then the algorithm's learner (PPO epochs of minibatches)."""
-        a, t = self.config.algo, self.config.train
+        algo, train = self.config.algo, self.config.train
         key, rollout_key, learn_key = jax.random.split(state.key, 3)
         (env_state, timestep), traj = rollout.collect(
-            self.env, self.policy, state.params, state.env_state, state.timestep, rollout_key, t.episode_length
+            self.env, self.policy, state.params, state.env_state, state.timestep, rollout_key, train.episode_length
         )
-        last_values = self.policy.value(state.params, timestep.obs, state=timestep.state)
-        vn = state.value_norm
-        truncated = traj.truncated if a.use_proper_time_limits else None
+        last_values = self.policy.value(state.params, timestep.obs, world_state=timestep.world_state)
+        value_norm = state.value_norm
+        truncated = traj.truncated if algo.use_proper_time_limits else None
         advantages, returns = ppo.gae(
-            traj.reward, self._denorm(vn, traj.values), traj.done, self._denorm(vn, last_values), a.gamma,
-            a.gae_lambda, truncated,
+            traj.reward, self._denorm(value_norm, traj.values), traj.done, self._denorm(value_norm, last_values),
+            algo.gamma, algo.gae_lambda, truncated,
         )
         # A transition that ran into a time limit has no next observation to bootstrap from (the
         # environment has already reset): with proper time limits it leaves the loss altogether.
         active = traj.active if truncated is None else traj.active * (1.0 - truncated[..., None])
         advantages = self.learner.normalize_advantages(advantages, active)
         rows = _flatten_rows({
-            "obs": traj.obs, "state": traj.state, "avail": traj.avail, "actions": traj.actions, "logp": traj.logp,
-            "values": traj.values, "active": active, "advantages": advantages, "returns": returns,
+            "obs": traj.obs, "world_state": traj.world_state, "avail": traj.avail, "actions": traj.actions,
+            "logp": traj.logp, "values": traj.values, "active": active, "advantages": advantages, "returns": returns,
         })
-        params, opt_state, vn, metrics = self.learner.update(state.params, state.opt_state, vn, rows, learn_key)
+        params, opt_state, value_norm, metrics = self.learner.update(state.params, state.opt_state, value_norm, rows,
+                                                                     learn_key)
         metrics.update(rollout.episode_metrics(traj))
-        mean, var = valuenorm.mean_var(vn)
+        mean, var = valuenorm.mean_var(value_norm)
         metrics.update({
-            "value/mean_prediction": self._denorm(vn, traj.values).mean(),
+            "value/mean_prediction": self._denorm(value_norm, traj.values).mean(),
             "value/mean_return": returns.mean(),
             "value/norm_mean": mean,
             "value/norm_std": jnp.sqrt(var),
             "rollout/active_fraction": traj.active.mean(),
         })
-        new_state = RunnerState(params, opt_state, vn, env_state, timestep, key, state.update + 1)
+        new_state = RunnerState(params, opt_state, value_norm, env_state, timestep, key, state.num_updates + 1)
         return new_state, metrics
 
     def train(self, key: jax.Array) -> tuple[RunnerState, dict[str, jax.Array]]:
@@ -148,7 +150,8 @@ class Trainer:
         def step(carry, step_key):
             env_state, ts, finished, episode_return, won, length = carry
             act_key, env_key = jax.random.split(step_key)
-            actions, _, _ = self.policy.act(params, ts.obs, ts.avail, act_key, deterministic, state=ts.state)
+            actions, _, _ = self.policy.act(params, ts.obs, ts.avail, act_key, deterministic,
+                                            world_state=ts.world_state)
             env_state, next_ts = self.env.step_batch(env_key, env_state, actions)
             first = next_ts.done & ~finished
             keep = lambda new, old: jnp.where(first, new.astype(jnp.float32), old)

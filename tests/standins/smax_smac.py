@@ -67,7 +67,7 @@ class _Battle:
 
         def flat(ts):
             return jnp.concatenate([
-                ts.obs.ravel(), ts.state, ts.avail.ravel(), ts.active,
+                ts.obs.ravel(), ts.world_state, ts.avail.ravel(), ts.active,
                 jnp.stack([ts.reward[0], ts.done.astype(jnp.float32), ts.won.astype(jnp.float32)]),
             ]).astype(jnp.float32)  # fmt: skip
 
