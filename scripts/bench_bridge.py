@@ -11,9 +11,9 @@ their time ratio (bridge / plain loop; 1.30 = 30% overhead), and the CPU time pe
 pool step of this process and of the workers (``/proc``) in each mode: on a
 shared machine wall times swing with other load, CPU time much less, so the
 CPU columns show what the bridge itself adds. Hosts: ``smax`` is
-the SMAC-API stand-in playing SMAX 3m (tests/standins/smax_smac.py, run from the
-repository root), ``count`` the near-free numpy SMAC-API game
-(tests/standins/faulty_smac.py), which shows the bridge's own cost.
+the SMAC-API stand-in playing SMAX 3m (jax_mat/standins/smax_smac.py), ``count``
+the near-free numpy SMAC-API game (tests/standins/faulty_smac.py, run from the
+repository root), which shows the bridge's own cost.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 HOSTS = {
-    "smax": ("3m", "tests.standins.smax_smac:StarCraft2Env"),
+    "smax": ("3m", "jax_mat.standins.smax_smac:StarCraft2Env"),
     "count": ("count", "tests.standins.faulty_smac:StarCraft2Env"),
 }
 

@@ -10,6 +10,7 @@ from jax_mat import config as config_lib
 from jax_mat.config import AlgoConfig, Config, EnvConfig, TrainConfig, load_config
 
 CONFIGS = config_lib.CONFIGS_DIR
+SMAC_STANDIN = "jax_mat.standins.smax_smac:StarCraft2Env"
 
 
 # --------------------------------------------------------------------------- #
@@ -319,7 +320,7 @@ def test_reading_checks_the_schema_and_validation_checks_the_rest(tmp_path):
 def test_smax_and_smac_runs_train_every_agents_value_and_mask_the_policy():
     """train_smac.sh passes --use_value_active_masks (store_false: off) and not --use_policy_active_masks."""
     for overrides in ([], ["env.map=3s5z"], ["algo=marwkv"], ["algo=mappo"], ["algo=mat_dec"],
-                      ["env=smax_multi"], ["env=smac", "env.map=3m", "env.host_env=tests.standins.smax_smac:StarCraft2Env"]):
+                      ["env=smax_multi"], ["env=smac", "env.map=3m", f"env.host_env={SMAC_STANDIN}"]):
         cfg = load_config(overrides=overrides)
         assert (cfg.algo.use_value_active_masks, cfg.algo.use_policy_active_masks) == (False, True), overrides
         assert cfg.algo.loss_config().use_value_active_masks is False
@@ -346,7 +347,7 @@ def test_smax_defaults_are_upstreams_starcraft_observations_and_time_limits():
 
 def test_per_domain_settings_reach_the_starcraft_bridge():
     """jax_mat/configs/algo/smac/ holds the report's SMAC settings for smax, smax_multi and smac alike (MARWKV's lr)."""
-    smac = ["env=smac", "env.map=3m", "env.host_env=tests.standins.smax_smac:StarCraft2Env"]
+    smac = ["env=smac", "env.map=3m", f"env.host_env={SMAC_STANDIN}"]
     for overrides in (["algo=marwkv"], ["env=smax_multi", "algo=marwkv"], [*smac, "algo=marwkv"]):
         assert load_config(overrides=overrides).algo.lr == 1e-3, overrides
     assert load_config(overrides=[*smac, "algo=mat"]).algo.lr == 5e-4

@@ -1,6 +1,6 @@
 """Host bridges: the worker pool (faults, bad output), the io_callback environment, SMAC and Bi-DexHands adapters.
 
-Everything runs on the stand-ins in ``tests/standins`` (no StarCraft II, no
+Everything runs on the stand-ins in ``jax_mat/standins`` and ``tests/standins`` (no StarCraft II, no
 Isaac Gym). Pool tests use the numpy SMAC-API game ``faulty_smac``, whose
 observation is ``[agent, episode step, seed % 97, 1]`` and which pays 1 per step.
 """
@@ -23,8 +23,8 @@ from jax_mat.host.worker import host_array, pack, unpack
 from jax_mat.training import rollout
 
 FAULTY = "tests.standins.faulty_smac:StarCraft2Env"
-DEXHANDS_NUMPY = "tests.standins.dexhands_mujoco:make_numpy_vec_env"
-DEXHANDS_TORCH = "tests.standins.dexhands_mujoco:make_torch_vec_env"
+DEXHANDS_NUMPY = "jax_mat.standins.dexhands_mujoco:make_numpy_vec_env"
+DEXHANDS_TORCH = "jax_mat.standins.dexhands_mujoco:make_torch_vec_env"
 STOP = 1  # SMAC's stop: available to every live agent
 
 
@@ -281,7 +281,7 @@ def test_dlpack_reads_torch_tensors_without_copying():
 
 
 def test_smax_standin_speaks_smac():
-    from tests.standins.smax_smac import StarCraft2Env
+    from jax_mat.standins.smax_smac import StarCraft2Env
 
     env = StarCraft2Env("3m", seed=0)
     info = env.get_env_info()
@@ -317,7 +317,7 @@ def test_smac_batches_append_the_agent_id_and_ask_smac_for_last_actions():
 
     class Recording:
         def __init__(self, map_name, seed, **kwargs):
-            from tests.standins.smax_smac import StarCraft2Env
+            from jax_mat.standins.smax_smac import StarCraft2Env
 
             seen.update(kwargs)
             self._env = StarCraft2Env(map_name, seed=seed)

@@ -70,7 +70,7 @@ def test_bad_render_requests_fail_before_loading(smax_run, tmp_path, capfd, monk
 
 def test_environments_without_a_renderer_say_which_have_one(tmp_path, capfd):
     run_dir = tmp_path / "smac"
-    untrained_run(run_dir, ["env=smac", "env.host_env=tests.standins.smax_smac:StarCraft2Env", *TINY_MAT],
+    untrained_run(run_dir, ["env=smac", "env.host_env=jax_mat.standins.smax_smac:StarCraft2Env", *TINY_MAT],
                   with_checkpoint=False)
     assert evaluate.main([str(run_dir), "--render", str(tmp_path / "out.gif")]) == 2
     assert "env.name=smac has no renderer; renderable: smax, smax_multi, mujoco" in capfd.readouterr().err

@@ -44,12 +44,12 @@ def check_host_options(env_config: Any) -> None:
         if not sep or not module or not attribute:
             raise ValueError(
                 f"env.host_env must name a constructor as 'package.module:attribute' "
-                f"(e.g. tests.standins.smax_smac:StarCraft2Env), got {env_config.host_env!r}"
+                f"(e.g. jax_mat.standins.smax_smac:StarCraft2Env), got {env_config.host_env!r}"
             )
         if not python and not module_exists(module):
             raise ValueError(
                 f"env.host_env={env_config.host_env!r}: no module {module!r} can be imported from here "
-                f"(for tests.standins.*, run from the repository root)"
+                f"(for tests.standins.*, the test-only stand-ins, run from the repository root)"
             )
 
 

@@ -17,7 +17,7 @@ Installing what it needs (checked when the config is built):
   ``pip install -e DexterousHands`` (the package ``bidexhands``).
 
 ``env.host_env`` replaces the Bi-DexHands constructor by another with its
-interface (``tests.standins.dexhands_mujoco:make_numpy_vec_env`` simulates two
+interface (``jax_mat.standins.dexhands_mujoco:make_numpy_vec_env`` simulates two
 planar MuJoCo arms); then the Isaac Gym checks do not apply.
 """
 

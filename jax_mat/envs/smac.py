@@ -18,7 +18,7 @@ starts):
   ``$SC2PATH/Maps`` (so that ``$SC2PATH/Maps/SMAC_Maps/MMM2.SC2Map`` exists).
 
 ``env.host_env`` replaces ``smac.env:StarCraft2Env`` by another constructor with
-its interface (``tests.standins.smax_smac:StarCraft2Env`` plays SMAX battles);
+its interface (``jax_mat.standins.smax_smac:StarCraft2Env`` plays SMAX battles);
 then none of the StarCraft II checks apply, and an unknown map is reported by
 that constructor when the environment is built.
 """

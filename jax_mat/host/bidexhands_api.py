@@ -60,7 +60,7 @@ def make_bidexhands_env(task: str, num_envs: int, seed: int, device: str = "cuda
     relative to its package folder, so this sets ``sys.argv`` and the working
     directory of this (worker) process accordingly. Needs ``isaacgym`` and
     ``bidexhands`` installed and a CUDA GPU; not exercised in this repository's
-    tests (see ``tests/standins/dexhands_mujoco.py`` for the API stand-in).
+    tests (see ``jax_mat/standins/dexhands_mujoco.py`` for the API stand-in).
     """
     import isaacgym  # noqa: F401  (Isaac Gym must be imported before torch)
     import bidexhands
