@@ -9,10 +9,9 @@ the return so far and the outcome.
 
 JaxMARL 0.2.0 ships ``jaxmarl.viz.visualizer.SMAXVisualizer``, which also runs
 headless with Agg, but it replays every step's 8 world sub-steps eagerly
-(outside ``jit``) and draws each from eager JAX calls: 6 environment steps
-took 270 s on this project's CPU machine, so a 100-step episode would take
-over an hour. Here the episode runs under ``jit`` and frames are drawn from the
-recorded states with numpy.
+(outside ``jit``) and draws each from eager JAX calls, far too slowly on a CPU
+(docs/benchmarks.md, "Figures kept out of the code"). Here the episode runs
+under ``jit`` and frames are drawn from the recorded states with numpy.
 
 MuJoCo (``mujoco``): the episode runs under ``jit`` on MJX and records the
 generalised positions; each frame is drawn by MuJoCo's own offscreen renderer

@@ -28,8 +28,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREINSTALLED = os.path.join(HERE, "gpu_preinstalled.txt")
-# What jax_mat needs beyond the machine's packages (pyproject.toml's dependencies); distrax is listed there but
-# nothing imports it, and its tfp-nightly would cost tens of MiB.
+# What jax_mat needs beyond the machine's packages (pyproject.toml's dependencies; not distrax, which nothing
+# imports and whose tfp-nightly would cost tens of MiB).
 REQUIREMENTS = ["jaxmarl==0.2.0", "brax==0.14.2", "mujoco==4.0.1", "mujoco-mjx==3.17.0", "tensorboardX==2.6.5"]
 MACHINE = ["jax==0.11.2", "jaxlib==0.11.2"]
 PYTHON_VERSION = "3.12"

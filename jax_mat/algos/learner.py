@@ -34,8 +34,8 @@ GRAD_ACCUMULATION_TOKENS_CPU = 2048
 
 def grad_accumulation_tokens() -> int:
     """Agent-tokens per gradient micro-batch: on a CPU, minibatches are differentiated in
-    micro-batches of this size (the same gradient; activations stay in cache, measured 1.2-1.5x
-    faster per update in ``docs/benchmarks.md``); elsewhere in one pass."""
+    micro-batches of this size (the same gradient, with the activations kept in cache; the gain per
+    update is in docs/benchmarks.md, "MAT network"); elsewhere in one pass."""
     return GRAD_ACCUMULATION_TOKENS_CPU if jax.default_backend() == "cpu" else 0
 
 

@@ -9,6 +9,7 @@ worker that also loaded JAX would cost seconds and hundreds of MiB per
   ``[k, ...]`` numpy arrays) and the worker process's command loop.
 * ``pool``: ``HostEnvPool``, ``E`` environments spread over worker processes,
   stepped in parallel, restarting workers that crash or stop answering.
+* ``replies``: what a worker's reply must hold (declared shapes, finite values).
 * ``smac_api``: ``HostBatch`` over SMAC's ``StarCraft2Env`` API.
 * ``bidexhands_api``: ``HostBatch`` over Bi-DexHands' multi-agent vectorised
   task API (torch tensors through DLPack).

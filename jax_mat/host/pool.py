@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jax_mat.host.replies import HostEnvError, checked_arrays, expected_shapes
 from jax_mat.host.worker import INFO_KEYS, OBSERVATION_FIELDS, TRANSITION_FIELDS, pack, unpack
 
 # Between the seeds a worker's environments get on successive restarts (so a
@@ -40,10 +41,6 @@ from jax_mat.host.worker import INFO_KEYS, OBSERVATION_FIELDS, TRANSITION_FIELDS
 _RESTART_SEED_STRIDE = 1_000_003
 # The folder that holds the ``jax_mat`` package (for workers running another interpreter).
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class HostEnvError(ValueError):
-    """A host environment returned bad output (wrong shape, NaN/inf); the message names the env and step."""
 
 
 class HostEnvFailure(RuntimeError):
@@ -172,7 +169,7 @@ class HostEnvPool:
             self.close()
             raise
         self.info = self._agreed_info(infos)
-        self._shapes = self._expected_shapes(self.info)
+        self._shapes = expected_shapes(self.info)
 
     # ------------------------------------------------------------------ public
 
@@ -378,44 +375,11 @@ class HostEnvPool:
                 )
         return {**first, "n_envs": self.n_envs}
 
-    @staticmethod
-    def _expected_shapes(info: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-        """Per-environment shapes of every field (without the leading ``[k]``)."""
-        n, o, s, a = info["n_agents"], info["obs_dim"], info["state_dim"], info["action_dim"]
-        return {
-            "obs": (n, o), "state": (s,), "avail": (n, a), "active": (n,),
-            "reward": (n,), "done": (), "truncated": (), "won": (),
-        }  # fmt: skip
-
     def _checked(self, worker: _Worker, reply: tuple[str, Any], fields: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The arrays of a reply, checked: declared shapes, finite values; ``HostEnvError`` otherwise."""
-        kind, payload = reply
-        name, where = self.recipe.name, f"worker {worker.index}, envs {worker.lo}-{worker.hi - 1}"
-        if kind == "bad_output":
-            raise HostEnvError(f"host environment {name} ({where}) at step {self.steps}: {payload}")
-        if kind != "ok" or not isinstance(payload, Mapping):
-            raise HostEnvError(f"host environment {name} ({where}) sent {kind!r} at step {self.steps}")
-        arrays = {}
-        for field, dtype in fields.items():
-            if field not in payload:
-                raise HostEnvError(f"host environment {name} ({where}) returned no {field!r} at step {self.steps}")
-            value = np.asarray(payload[field])
-            expected = (worker.n_envs, *self._shapes[field])
-            if value.shape != expected:
-                raise HostEnvError(
-                    f"host environment {name} ({where}) returned {field} of shape {value.shape} at step "
-                    f"{self.steps}; expected {expected} [envs, ...]"
-                )
-            if dtype is np.float32:
-                finite = np.isfinite(value).reshape(worker.n_envs, -1).all(axis=1)
-                if not finite.all():
-                    env = worker.lo + int(np.argmin(finite))
-                    raise HostEnvError(
-                        f"host environment {name} returned a non-finite (NaN or inf) {field} for env {env} "
-                        f"({where}) at step {self.steps}"
-                    )
-            arrays[field] = value.astype(dtype, copy=False)
-        return arrays
+        """The arrays of a worker's reply, checked (``replies.checked_arrays``); ``HostEnvError`` otherwise."""
+        where = f"worker {worker.index}, envs {worker.lo}-{worker.hi - 1}"
+        return checked_arrays(reply, fields, self._shapes, worker.n_envs, worker.lo,
+                              f"host environment {self.recipe.name}", where, self.steps)
 
     def _concatenate(self, parts: dict[int, dict[str, np.ndarray]], fields: Mapping[str, Any]) -> dict[str, np.ndarray]:
         ordered = [parts[w.index] for w in self._workers]

@@ -22,13 +22,11 @@ recurrence is exact, so this equals the teacher-forced ``decode``.
 The RWKV encoder is causal over agents too, so ``act`` encodes the agents in
 segments of ``act_segment`` (``encode_segment``, each continuing from the
 state the previous one left) and decodes each segment as soon as it is
-encoded. The answer is the same as encoding everything first. It was meant
-to let XLA run the encoder of segment ``j + 1`` beside the decoder of segment
-``j``; measured on jax 0.10.2, XLA's CPU runtime runs independent loops one
-after the other (two independent scans take twice one), so the gain is only
-cache locality: about 5-10% at 256 agents with segments of 64
-(``docs/benchmarks.md``). MAT's attention encoder (and the hybrid's) sees
-all agents at once and cannot be streamed.
+encoded. The answer is the same as encoding everything first; this is an
+optimisation (``act_segment=0`` turns it off), and what it gains, cache
+locality at a few hundred agents, is measured in docs/benchmarks.md ("MARWKV
+network"). MAT's attention encoder (and the hybrid's) sees all agents at once
+and cannot be streamed.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import heads, mat, rwkv
+from jax_mat.networks import heads, layers, mat, rwkv
 from jax_mat.networks import policy as policy_lib
 from jax_mat.ops import wkv as wkv_ops
 
@@ -100,13 +98,13 @@ class Encoder(nn.Module):
 
     def setup(self):
         d = self.config.n_embd
-        self.obs_ln = mat.layer_norm()
-        self.obs_dense = mat.dense(d, mat.RELU_GAIN)
-        self.ln = mat.layer_norm()
+        self.obs_ln = layers.layer_norm()
+        self.obs_dense = layers.dense(d, layers.RELU_GAIN)
+        self.ln = layers.layer_norm()
         self.rwkv = self.config.stack()
-        self.head_fc = mat.dense(d, mat.RELU_GAIN)
-        self.head_ln = mat.layer_norm()
-        self.head_out = mat.dense(1, mat.HEAD_GAIN)
+        self.head_fc = layers.dense(d, layers.RELU_GAIN)
+        self.head_ln = layers.layer_norm()
+        self.head_out = layers.dense(1, layers.HEAD_GAIN)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``obs``: ``[B, N, O]`` -> values ``[B, N]``, representation ``[B, N, D]``."""
@@ -119,10 +117,10 @@ class Encoder(nn.Module):
         return self._values(x), x, states
 
     def _embed(self, obs):
-        return self.ln(mat.gelu(self.obs_dense(self.obs_ln(obs))))
+        return self.ln(layers.gelu(self.obs_dense(self.obs_ln(obs))))
 
     def _values(self, x):
-        return self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))[..., 0]
+        return self.head_out(self.head_ln(layers.gelu(self.head_fc(x))))[..., 0]
 
 
 class Decoder(nn.Module):
@@ -137,29 +135,29 @@ class Decoder(nn.Module):
         if self.discrete:
             self.action_embed = self.param(
                 "action_embed",
-                lambda key, shape: mat.orthogonal(mat.RELU_GAIN)(key, shape[::-1]).T,
+                lambda key, shape: layers.orthogonal(layers.RELU_GAIN)(key, shape[::-1]).T,
                 (self.action_dim + 1, d),
             )
         else:
-            self.action_dense = mat.dense(d, mat.RELU_GAIN)
+            self.action_dense = layers.dense(d, layers.RELU_GAIN)
         if self.config.version == 6:
-            self.ln = mat.layer_norm()
+            self.ln = layers.layer_norm()
         self.rwkv = self.config.stack()
-        self.head_fc = mat.dense(d, mat.RELU_GAIN)
-        self.head_ln = mat.layer_norm()
-        self.head_out = mat.dense(self.action_dim, mat.HEAD_GAIN)
+        self.head_fc = layers.dense(d, layers.RELU_GAIN)
+        self.head_ln = layers.layer_norm()
+        self.head_out = layers.dense(self.action_dim, layers.HEAD_GAIN)
 
     def _input(self, shifted: jax.Array, rep: jax.Array) -> jax.Array:
         """``shifted``: ``[...]`` tokens or ``[..., A]`` previous actions; ``rep`` ``[..., D]``."""
         if self.discrete:
-            emb = jnp.take(mat.gelu(self.action_embed), shifted, axis=0)  # GELU on the (A + 1)-row table
+            emb = jnp.take(layers.gelu(self.action_embed), shifted, axis=0)  # GELU on the (A + 1)-row table
         else:
-            emb = mat.gelu(self.action_dense(shifted))
+            emb = layers.gelu(self.action_dense(shifted))
         x = emb + rep
         return self.ln(x) if self.config.version == 6 else x
 
     def head(self, x: jax.Array) -> jax.Array:
-        return self.head_out(self.head_ln(mat.gelu(self.head_fc(x))))
+        return self.head_out(self.head_ln(layers.gelu(self.head_fc(x))))
 
     def __call__(self, shifted: jax.Array, rep: jax.Array) -> jax.Array:
         """``[B, N]`` tokens or ``[B, N, A]``, ``rep`` ``[B, N, D]`` -> ``[B, N, A]``."""
@@ -183,7 +181,7 @@ class MultiAgentRWKV(nn.Module):
         self.encoder = mat.Encoder(c.n_block, c.n_embd, c.n_head) if c.hybrid else Encoder(c)
         self.decoder = Decoder(self.action_dim, self.discrete, c)
         if not self.discrete:
-            self.log_std = self.param("log_std", mat.log_std_init(c.zero_std), (self.action_dim,))
+            self.log_std = self.param("log_std", layers.log_std_init(c.zero_std), (self.action_dim,))
 
     def __call__(self, obs: jax.Array, shifted: jax.Array):
         """Initialisation entry point: touches every parameter."""

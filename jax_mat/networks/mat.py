@@ -37,7 +37,6 @@ action dimensions), ``D`` embedding width, ``H`` heads, ``E = D // H``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -45,185 +44,11 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import initializers
 from jax_mat.networks import policy as policy_lib
+from jax_mat.networks.layers import (HEAD_GAIN, RELU_GAIN, attention, cache_attention, cache_write, causal_mask,
+                                     dense, gelu, layer_norm, log_std_init, orthogonal, split_heads)
 
-RELU_GAIN = math.sqrt(2.0)
-HEAD_GAIN = 0.01
-LN_EPS = 1e-5
 DECODE_SEGMENT = 32  # act grows the KV caches this many positions at a time
-
-
-def orthogonal(gain: float, n_fused: int = 1):
-    """Orthogonal init (``initializers.orthogonal``); a fused ``[in, k * out]`` kernel gets ``k`` independent blocks."""
-    base = initializers.orthogonal(gain)
-
-    def init(key, shape, dtype=jnp.float32):
-        if n_fused == 1:
-            return base(key, shape, dtype)
-        d_in, d_out = shape
-        keys = jax.random.split(key, n_fused)
-        return jnp.concatenate([base(k, (d_in, d_out // n_fused), dtype) for k in keys], axis=1)
-
-    return init
-
-
-class Dense(nn.Module):
-    """``nn.Dense`` with the same parameters (``kernel`` ``[in, out]``, ``bias`` ``[out]``).
-
-    ``in_affine=(scale, shift)`` applies the layer to ``x * scale + shift`` by
-    folding the affine map into the kernel and bias
-    (``x @ (scale[:, None] * W) + (shift @ W + b)``): for a LayerNorm right
-    before the layer on inputs that need no gradient (the observations), the
-    backward pass then skips the ``[..., in]``-sized gradient of the
-    normalised input.
-    """
-
-    features: int
-    gain: float
-    n_fused: int = 1
-    use_bias: bool = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, in_affine: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
-        kernel = self.param("kernel", orthogonal(self.gain, self.n_fused), (x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-        if in_affine is not None:
-            scale, shift = in_affine
-            shifted_bias = shift @ kernel
-            bias = shifted_bias if bias is None else bias + shifted_bias
-            kernel = scale[:, None] * kernel
-        return _linear(x, kernel, bias)
-
-
-def _linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """``x @ kernel + bias`` with the leading axes flattened into one (a plain 2-D matmul)."""
-    y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel)
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*x.shape[:-1], kernel.shape[-1])
-
-
-def dense(features: int, gain: float, n_fused: int = 1, use_bias: bool = True, name: str | None = None) -> Dense:
-    return Dense(features, gain, n_fused, use_bias, name=name)
-
-
-def standardize(x: jax.Array) -> jax.Array:
-    """``(x - mean) / sqrt(var + eps)`` over the last axis (two-pass variance, as torch)."""
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LN_EPS)
-
-
-@jax.custom_vjp
-def layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-    """LayerNorm over the last axis with a hand-written backward pass.
-
-    Autodiff of the forward pass keeps several ``x``-sized intermediates and
-    materialises broadcasts of the per-row statistics; the backward here saves
-    only the normalised input and the per-row inverse deviation and computes
-    ``dx = inv * (g' - mean(g') - xhat * mean(g' * xhat))`` with ``g' = g * scale``.
-    """
-    return _layer_norm_fwd(x, scale, bias)[0]
-
-
-def _layer_norm_fwd(x, scale, bias):
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    inv = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LN_EPS)
-    xhat = centred * inv
-    return xhat * scale + bias, (xhat, inv, scale)
-
-
-def _layer_norm_bwd(res, g):
-    xhat, inv, scale = res
-    gs = g * scale
-    dx = inv * (gs - jnp.mean(gs, axis=-1, keepdims=True) - xhat * jnp.mean(gs * xhat, axis=-1, keepdims=True))
-    axes = tuple(range(g.ndim - 1))
-    return dx, jnp.sum(g * xhat, axis=axes), jnp.sum(g, axis=axes)
-
-
-layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
-
-
-class LayerNorm(nn.Module):
-    """``nn.LayerNorm(epsilon=1e-5)`` with the same parameters (``scale``, ``bias``), on ``layer_norm_fn``.
-
-    ``affine=False`` returns the standardised input and ``(scale, bias)``
-    instead, for ``Dense(..., in_affine=...)``.
-    """
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, affine: bool = True):
-        d = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (d,))
-        bias = self.param("bias", nn.initializers.zeros, (d,))
-        if not affine:
-            return standardize(x), (scale, bias)
-        return layer_norm_fn(x, scale, bias)
-
-
-def layer_norm(name: str | None = None) -> LayerNorm:
-    return LayerNorm(name=name)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU as torch computes it, ``x / 2 * (1 + erf(x / sqrt(2)))`` (cheaper than flax's erfc form)."""
-    return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
-
-
-def split_heads(x: jax.Array, n_head: int) -> jax.Array:
-    """``[..., D]`` -> ``[..., H, E]``."""
-    return x.reshape(*x.shape[:-1], n_head, x.shape[-1] // n_head)
-
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Scaled dot-product attention.
-
-    Args:
-      q: ``[B, L, H, E]``; k, v: ``[B, M, H, E]``; mask: ``[L, M]``, true
-        where attention is allowed.
-    Returns:
-      ``[B, L, H * E]``.
-
-    Batch and heads are folded into one leading axis (``[B * H, L, E]``, a
-    no-op for one head) so both products are plain batched matmuls; XLA's
-    CPU backend runs the four-index einsum with transposes around it.
-    """
-    b, l, h, e = q.shape
-    fold = lambda t: jnp.swapaxes(t, 1, 2).reshape(b * h, t.shape[1], e)
-    scores = jnp.einsum("ble,bme->blm", fold(q) * (1.0 / math.sqrt(e)), fold(k))
-    if mask is not None:
-        scores = jnp.where(mask, scores, -jnp.inf)
-    out = jnp.einsum("blm,bme->ble", jax.nn.softmax(scores, axis=-1), fold(v))
-    return jnp.swapaxes(out.reshape(b, h, l, e), 1, 2).reshape(b, l, h * e)
-
-
-def cache_write(cache: jax.Array, x: jax.Array, i: jax.Array) -> jax.Array:
-    """Position ``i`` of a key or value cache ``[B * H, N, E]`` := ``x`` ``[B, H, E]``."""
-    return jax.lax.dynamic_update_index_in_dim(cache, x.reshape(cache.shape[0], cache.shape[2]), i, axis=1)
-
-
-def cache_attention(q: jax.Array, keys: jax.Array, values: jax.Array, visible: jax.Array) -> jax.Array:
-    """One query position against a key/value cache.
-
-    Args:
-      q: ``[B, H, E]``; keys, values: ``[B * H, N, E]``; visible: ``[N]`` bool.
-    Returns:
-      ``[B, H * E]``.
-
-    The cache layout is what the two batched mat-vec products read in place;
-    with ``[B, N, H, E]`` XLA's CPU backend copies the whole cache into a
-    transposed layout on every decoding step.
-    """
-    b, _, e = q.shape
-    q = q.reshape(keys.shape[0], e) * (1.0 / math.sqrt(e))
-    scores = jnp.where(visible, jnp.einsum("be,bne->bn", q, keys), -jnp.inf)
-    out = jnp.einsum("bn,bne->be", jax.nn.softmax(scores, axis=-1), values)
-    return out.reshape(b, -1)
-
-
-def causal_mask(n: int) -> jax.Array:
-    """``[N, N]`` lower-triangular (self included)."""
-    return jnp.tril(jnp.ones((n, n), dtype=bool))
 
 
 class SelfAttention(nn.Module):
@@ -482,16 +307,9 @@ class _ActorMLP(nn.Module):
         return dense(self.action_dim, HEAD_GAIN, name="out")(layer_norm("ln2")(x))
 
 
-def log_std_init(zero_std: bool):
-    """The Gaussian head's ``log_std`` initialiser: ones, as upstream builds it (std ``0.5 * sigmoid(1)``,
-    about 0.37), or zeros after upstream's ``zero_std()``, which its Bi-DexHands runner calls (std 0.25)."""
-    return nn.initializers.zeros if zero_std else nn.initializers.ones
-
-
 class MultiAgentTransformer(nn.Module):
     """Encoder + decoder (or MAT-Dec's decentralised actor) + Gaussian ``log_std``."""
 
-    n_agent: int
     action_dim: int
     discrete: bool
     n_block: int = 1
@@ -523,9 +341,6 @@ class MultiAgentTransformer(nn.Module):
         if self.dec_actor:
             return self.actor(obs)
         return self.decoder(shifted, rep)
-
-    def std_param(self) -> jax.Array:
-        return self.log_std
 
     def init_decode(self, rep: jax.Array, length: int | None = None) -> tuple[list[jax.Array], list[BlockCache]]:
         """Cross-attention queries and empty caches (for ``length`` positions, default all) for ``decode_step``."""
@@ -574,7 +389,6 @@ class MATPolicy(policy_lib.EncoderDecoderPolicy):
         self.spec = spec
         self.config = config
         self.model = MultiAgentTransformer(
-            n_agent=spec.n_agents,
             action_dim=spec.action_dim,
             discrete=spec.discrete,
             n_block=config.n_block,

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.envs.base import EnvSpec
-from jax_mat.networks import heads, mat
+from jax_mat.networks import heads, layers
 from jax_mat.networks import policy as policy_lib
 
 CRITIC_GAIN = 1.0
@@ -71,9 +71,9 @@ class MLPBase(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = mat.layer_norm("feature_norm")(x)
+        x = layers.layer_norm("feature_norm")(x)
         for i in range(self.n_layers):
-            x = mat.layer_norm(f"ln{i}")(jax.nn.relu(mat.dense(self.hidden, mat.RELU_GAIN, name=f"fc{i}")(x)))
+            x = layers.layer_norm(f"ln{i}")(jax.nn.relu(layers.dense(self.hidden, layers.RELU_GAIN, name=f"fc{i}")(x)))
         return x
 
 
@@ -90,7 +90,7 @@ class Actor(nn.Module):
         if not self.discrete:
             self.param("log_std", nn.initializers.ones, (self.action_dim,))
         x = MLPBase(self.hidden, self.n_layers, name="base")(x)
-        return mat.dense(self.action_dim, mat.HEAD_GAIN, name="out")(x)
+        return layers.dense(self.action_dim, layers.HEAD_GAIN, name="out")(x)
 
 
 class Critic(nn.Module):
@@ -102,7 +102,7 @@ class Critic(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = MLPBase(self.hidden, self.n_layers, name="base")(x)
-        return mat.dense(1, CRITIC_GAIN, name="out")(x)[..., 0]
+        return layers.dense(1, CRITIC_GAIN, name="out")(x)[..., 0]
 
 
 def _with_agent_ids(x: jax.Array) -> jax.Array:

@@ -63,11 +63,6 @@ class Policy(Protocol):
     def param_labels(self, params: Params) -> Any: ...
 
 
-def logp_dims(spec: EnvSpec) -> int:
-    """``K``: the trailing size of ``logp`` and ``entropy``."""
-    return 1 if spec.discrete else spec.action_dim
-
-
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 

@@ -1,15 +1,12 @@
 """RWKV-4, -5 and -6 blocks in Flax linen, over the agent axis.
 
-Every module has two modes with the same answer:
-
-* ``__call__(x)``: the whole sequence ``[B, T, C]`` at once (token shift by
-  padding, the WKV operator of ``jax_mat.ops.wkv`` over ``T``);
-* ``step(x_t, state)``: one position ``[B, C]`` with a carried O(1) state (the
-  previous position's input of each time-mix and channel-mix, and the WKV
-  state), for recurrent decoding;
-* ``segment(x, state)``: a stretch ``[B, S, C]`` continuing from such a state,
-  returning the state after it (the parallel form of the next ``S``
-  positions), so a sequence can be processed piece by piece.
+Every module computes the same answer in two forms: ``__call__(x)`` runs the whole sequence ``[B, T, C]``
+at once (token shift by padding, the WKV operator of ``jax_mat.ops.wkv`` over ``T``), and ``step(x_t,
+state)`` one position ``[B, C]`` with a carried O(1) state (the previous position's input of each
+time-mix and channel-mix, and the WKV state), for recurrent decoding. ``segment(x, state)`` is one
+optimisation of the parallel form: a stretch ``[B, S, C]`` continuing from such a state, which lets
+MARWKV's ``act`` stream its encoder a segment of agents at a time (``MARWKVConfig.act_segment``; its
+gain is measured in docs/benchmarks.md).
 
 ``T`` is the agent axis: agent ``i`` sees agents ``< i`` through the token
 shift ("time shift", zero for agent 0) and the WKV recurrence.
@@ -52,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_mat.networks import initializers
+from jax_mat.networks.layers import GroupNorm
 from jax_mat.ops import wkv as wkv_ops
 
 VERSIONS = (4, 5, 6)
@@ -156,26 +154,6 @@ def _small_uniform(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -1e-4, 1e-4)
 
 
-class GroupNorm(nn.Module):
-    """``torch.nn.GroupNorm`` over the last axis of ``[..., C]`` (``num_groups`` contiguous groups)."""
-
-    num_groups: int
-    epsilon: float
-    scale_init: Any = nn.initializers.ones
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        scale = self.param("scale", self.scale_init, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        g = x.reshape(*x.shape[:-1], self.num_groups, c // self.num_groups)
-        g = g.astype(jnp.promote_types(g.dtype, jnp.float32))  # statistics in float32 at least
-        mean = g.mean(-1, keepdims=True)
-        var = jnp.square(g - mean).mean(-1, keepdims=True)
-        y = ((g - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-        return (y * scale + bias).astype(x.dtype)
-
-
 # --------------------------------------------------------------------------- #
 # Time mixing                                                                   #
 # --------------------------------------------------------------------------- #
@@ -185,7 +163,6 @@ class TimeMix4(nn.Module):
     """RWKV-4 time-mix (upstream ``TimeMixing``)."""
 
     n_embd: int
-    n_head: int  # unused (v4 is per channel); kept for a uniform constructor
     layer_id: int
     n_layer: int
     wkv_impl: str = "auto"
@@ -227,9 +204,15 @@ class TimeMix4(nn.Module):
         return self.output(r * y), state
 
 
-class TimeMix5(nn.Module):
-    """RWKV-5.2 time-mix (RWKV-LM ``RWKV_TimeMix_RWKV5``)."""
+class MatrixTimeMix(nn.Module):
+    """RWKV-5.2 and RWKV-6 time-mix: a multi-head matrix-valued WKV state, a SiLU gate, a per-head GroupNorm.
 
+    v5 (RWKV-LM ``RWKV_TimeMix_RWKV5``) mixes tokens with static ``time_mix_*`` and decays by a static
+    ``time_decay`` ``[H, N]``; v6 (upstream MARWKV ``RWKV_Tmix``, RWKV-LM ``RWKV_Tmix_x060``) mixes them
+    data-dependently (``time_maa_*`` and a LoRA) and decays by ``time_decay + LoRA(x)`` at each position.
+    """
+
+    version: int  # 5 or 6
     n_embd: int
     n_head: int
     layer_id: int
@@ -237,60 +220,26 @@ class TimeMix5(nn.Module):
     wkv_impl: str = "auto"
 
     def setup(self):
+        # Each version declares its parameters in upstream's order (their initial values depend on it).
         c, h = self.n_embd, self.n_head
         r01, r1a0 = _ratios(self.layer_id, self.n_layer, 0.0)
         ddd, pos = _channel_fraction(c), _channel_position(c)
-        self.time_mix_k = self.param("time_mix_k", _const(ddd**r1a0), (c,))
-        self.time_mix_v = self.param("time_mix_v", _const(ddd**r1a0 + 0.3 * r01), (c,))
-        self.time_mix_r = self.param("time_mix_r", _const(ddd ** (0.5 * r1a0)), (c,))
-        self.time_mix_g = self.param("time_mix_g", _const(ddd ** (0.5 * r1a0)), (c,))
-        decay = -6 + 5 * pos ** (0.7 + 1.3 * r01)
-        self.time_decay = self.param("time_decay", _const(decay), (h, c // h))
-        self.time_faaaa = self.param("time_faaaa", _const(r01 * (1 - pos) + 0.1 * _zigzag(c)), (h, c // h))
-        self.receptance = _linear(c, _rwkv_orthogonal, "receptance")
-        self.key = _linear(c, _rwkv_orthogonal, "key")
-        self.value = _linear(c, _rwkv_orthogonal, "value")
-        self.gate = _linear(c, _rwkv_orthogonal, "gate")
-        self.output = _linear(c, nn.initializers.zeros, "output")
-        layer_scale = ((1 + self.layer_id) / self.n_layer) ** 0.7
-        self.ln_x = GroupNorm(h, GROUP_NORM_EPS, scale_init=nn.initializers.constant(layer_scale))
-
-    def _project(self, x, prev):
-        r = self.receptance(lerp(x, prev, self.time_mix_r))
-        k = self.key(lerp(x, prev, self.time_mix_k))
-        v = self.value(lerp(x, prev, self.time_mix_v))
-        g = nn.silu(self.gate(lerp(x, prev, self.time_mix_g)))
-        return r, k, v, g
-
-    def __call__(self, x):
-        r, k, v, g = self._project(x, time_shift(x))
-        y = wkv_ops.wkv5(r, k, v, self.time_decay, self.time_faaaa, impl=self.wkv_impl)
-        return self.output(self.ln_x(y) * g)
-
-    def step(self, x, prev, state):
-        r, k, v, g = self._project(x, prev)
-        y, state = wkv_ops.wkv5_step(r, k, v, self.time_decay, self.time_faaaa, state)
-        return self.output(self.ln_x(y) * g), state
-
-    def segment(self, x, prev, state):
-        r, k, v, g = self._project(x, time_shift(x, prev))
-        y, state = wkv_ops.wkv5_segment(r, k, v, self.time_decay, self.time_faaaa, state)
-        return self.output(self.ln_x(y) * g), state
-
-
-class TimeMix6(nn.Module):
-    """RWKV-6 time-mix (upstream MARWKV ``RWKV_Tmix``, RWKV-LM ``RWKV_Tmix_x060``)."""
-
-    n_embd: int
-    n_head: int
-    layer_id: int
-    n_layer: int
-    wkv_impl: str = "auto"
-
-    def setup(self):
-        c, h = self.n_embd, self.n_head
-        r01, r1a0 = _ratios(self.layer_id, self.n_layer, 0.0)
-        ddd, pos = _channel_fraction(c), _channel_position(c)
+        if self.version == 5:
+            self.time_mix_k = self.param("time_mix_k", _const(ddd**r1a0), (c,))
+            self.time_mix_v = self.param("time_mix_v", _const(ddd**r1a0 + 0.3 * r01), (c,))
+            self.time_mix_r = self.param("time_mix_r", _const(ddd ** (0.5 * r1a0)), (c,))
+            self.time_mix_g = self.param("time_mix_g", _const(ddd ** (0.5 * r1a0)), (c,))
+            decay = -6 + 5 * pos ** (0.7 + 1.3 * r01)
+            self.time_decay = self.param("time_decay", _const(decay), (h, c // h))
+            self.time_faaaa = self.param("time_faaaa", _const(r01 * (1 - pos) + 0.1 * _zigzag(c)), (h, c // h))
+            self.receptance = _linear(c, _rwkv_orthogonal, "receptance")
+            self.key = _linear(c, _rwkv_orthogonal, "key")
+            self.value = _linear(c, _rwkv_orthogonal, "value")
+            self.gate = _linear(c, _rwkv_orthogonal, "gate")
+            self.output = _linear(c, nn.initializers.zeros, "output")
+            layer_scale = ((1 + self.layer_id) / self.n_layer) ** 0.7
+            self.ln_x = GroupNorm(h, GROUP_NORM_EPS, scale_init=nn.initializers.constant(layer_scale))
+            return
         for name, value in (
             ("x", 1 - ddd**r1a0),
             ("w", 1 - ddd**r1a0),
@@ -311,6 +260,13 @@ class TimeMix6(nn.Module):
         self.ln_x = GroupNorm(h, GROUP_NORM_EPS)
 
     def _project(self, x, prev):
+        """``r, k, v``, the decay (v5: the static ``[H, N]``; v6: ``[..., C]`` per position) and the gate."""
+        if self.version == 5:
+            r = self.receptance(lerp(x, prev, self.time_mix_r))
+            k = self.key(lerp(x, prev, self.time_mix_k))
+            v = self.value(lerp(x, prev, self.time_mix_v))
+            g = nn.silu(self.gate(lerp(x, prev, self.time_mix_g)))
+            return r, k, v, self.time_decay, g
         xx = prev - x
         m = jnp.tanh((x + xx * self.time_maa_x) @ self.time_maa_w1)
         m = m.reshape(*m.shape[:-1], 5, MAA_LORA)
@@ -324,22 +280,23 @@ class TimeMix6(nn.Module):
         return r, k, v, w, g
 
     def __call__(self, x):
-        r, k, v, w, g = self._project(x, time_shift(x))
-        y = wkv_ops.wkv6(r, k, v, w, self.time_faaaa, impl=self.wkv_impl)
-        return self.output(self.ln_x(y) * g)
+        r, k, v, decay, g = self._project(x, time_shift(x))
+        wkv = wkv_ops.wkv5 if self.version == 5 else wkv_ops.wkv6
+        return self.output(self.ln_x(wkv(r, k, v, decay, self.time_faaaa, impl=self.wkv_impl)) * g)
 
     def step(self, x, prev, state):
-        r, k, v, w, g = self._project(x, prev)
-        y, state = wkv_ops.wkv6_step(r, k, v, w, self.time_faaaa, state)
+        r, k, v, decay, g = self._project(x, prev)
+        wkv_step = wkv_ops.wkv5_step if self.version == 5 else wkv_ops.wkv6_step
+        y, state = wkv_step(r, k, v, decay, self.time_faaaa, state)
         return self.output(self.ln_x(y) * g), state
 
     def segment(self, x, prev, state):
-        r, k, v, w, g = self._project(x, time_shift(x, prev))
-        y, state = wkv_ops.wkv6_segment(r, k, v, w, self.time_faaaa, state)
+        r, k, v, decay, g = self._project(x, time_shift(x, prev))
+        wkv_segment = wkv_ops.wkv5_segment if self.version == 5 else wkv_ops.wkv6_segment
+        y, state = wkv_segment(r, k, v, decay, self.time_faaaa, state)
         return self.output(self.ln_x(y) * g), state
 
 
-TIME_MIX = {4: TimeMix4, 5: TimeMix5, 6: TimeMix6}
 
 
 # --------------------------------------------------------------------------- #
@@ -411,7 +368,10 @@ class Block(nn.Module):
             self.ln0 = nn.LayerNorm(epsilon=LN_EPS)
         self.ln1 = nn.LayerNorm(epsilon=LN_EPS, use_bias=bias)
         self.ln2 = nn.LayerNorm(epsilon=LN_EPS, use_bias=bias)
-        self.att = TIME_MIX[self.version](self.n_embd, self.n_head, self.layer_id, self.n_layer, self.wkv_impl)
+        if self.version == 4:  # v4's WKV is per channel: no heads
+            self.att = TimeMix4(self.n_embd, self.layer_id, self.n_layer, self.wkv_impl)
+        else:
+            self.att = MatrixTimeMix(self.version, self.n_embd, self.n_head, self.layer_id, self.n_layer, self.wkv_impl)
         self.ffn = ChannelMix(self.n_embd, self.layer_id, self.n_layer, self.version)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -77,14 +77,6 @@ def state_template(trainer) -> Any:
     return jax.eval_shape(over_seeds(trainer.init, n_seeds), run_keys(trainer.config.seed, n_seeds))
 
 
-def evaluate_seeds(trainer, params: Any, base_seed: int, n_episodes: int,
-                   deterministic: bool = True) -> list[dict[str, float]]:
-    """Greedy (or sampled) evaluation of each seed's ``params`` (keys ``PRNGKey(base_seed + k)``), one dict per seed."""
-    n_seeds = trainer.config.train.seeds
-    evaluate = jax.jit(over_seeds(lambda p, k: trainer.evaluate(p, k, n_episodes, deterministic), n_seeds))
-    return split_seeds(evaluate(params, run_keys(base_seed, n_seeds)), n_seeds)
-
-
 def summarize(per_seed: Sequence[Mapping[str, float]], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``eval.json``: one seed's results, or for a sweep the mean over seeds at the top level plus
     ``per_seed`` and ``statistics`` (mean, std, IQM of each quantity); ``extra`` is added as is."""

@@ -43,6 +43,7 @@ class StarCraft2Env:
         bad_shape_at: int = 0,
         nan_in_reset: bool = False,
         crash_on_build: bool = False,
+        obs_last_action: bool = True,  # SMAC's option, which env=smac passes; this game's observations ignore it
     ):
         if map_name != "count":
             raise ValueError(f"unknown map {map_name!r} for the faulty stand-in; known: count")
