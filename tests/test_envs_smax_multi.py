@@ -18,6 +18,7 @@ MAPS = ("3m", "2s3z")
 PAD_ALLIES, PAD_ENEMIES = 5, 6  # 3m padded with 2 agents and 3 enemies
 N_ENVS, N_STEPS = 4, 110  # past the 100-step limit: every environment auto-resets at least once
 UNIT, OWN, STATE_UNIT = 13, 10, 12  # jaxmarl 0.2.0: observed-unit, own and world-state features per unit
+BARE = dict(obs_agent_id=False, obs_last_action=False)  # SMAX's own observations, without upstream's features
 # 4 envs (2 per map) x 8 steps per update: the tiny run, as tests/test_training.py's TINY.
 TINY_MULTI = ["env=smax_multi", "env.maps=[3m,2s3z]", "train.n_envs=4", "train.episode_length=8",
               "algo.ppo_epochs=2", "algo.num_mini_batch=2", "train.eval_episodes=2", "train.checkpoint_every=1",
@@ -25,13 +26,17 @@ TINY_MULTI = ["env=smax_multi", "env.maps=[3m,2s3z]", "train.n_envs=4", "train.e
 
 
 def test_spec_pads_to_the_largest_map_or_to_the_sizes_given():
-    spec = SmaxMultiEnv(MAPS).spec
+    spec = SmaxMultiEnv(MAPS, **BARE).spec
     assert (spec.n_agents, spec.obs_dim, spec.state_dim, spec.action_dim) == (5, 127, 121, 10)
-    assert SmaxMultiEnv(MAPS).spec == SmaxEnv("2s3z").spec  # 2s3z is the largest: no padding needed for it
-    spec_8 = SmaxMultiEnv(["3m", "5m_vs_6m"], pad_allies=8, pad_enemies=8).spec
+    # 2s3z is the largest: no padding needed for it.
+    assert SmaxMultiEnv(MAPS, time_limit="jaxmarl", **BARE).spec == SmaxEnv("2s3z").spec
+    # Upstream's agent features come after the padding: the one-hot id of 5 agents, the last actions of 10.
+    featured = SmaxMultiEnv(MAPS).spec
+    assert featured.obs_dim == 127 + 5 + 10 + (5 - 1) * 10 and featured.agent_id_in_obs
+    spec_8 = SmaxMultiEnv(["3m", "5m_vs_6m"], pad_allies=8, pad_enemies=8, **BARE).spec
     spec_8m = SmaxEnv("8m").spec
     assert (spec_8.n_agents, spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (8, 205, 193, 13)
-    assert (spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (spec_8m.obs_dim, spec_8m.world_state_dim,
+    assert (spec_8.obs_dim, spec_8.state_dim, spec_8.action_dim) == (spec_8m.obs_dim, spec_8m.state_dim,
                                                                      spec_8m.action_dim)
 
 
@@ -45,7 +50,8 @@ def lockstep():
     arbitrary actions, which must be ignored. Returns numpy ``[T + 1, E, ...]``
     timesteps of both (the first is the reset).
     """
-    padded, single = SmaxMultiEnv(["3m"], PAD_ALLIES, PAD_ENEMIES), make_env("smax", map_name="3m")
+    padded = SmaxMultiEnv(["3m"], PAD_ALLIES, PAD_ENEMIES, **BARE)
+    single = make_env("smax", map_name="3m", **BARE)
 
     @jax.jit
     def run(key):
@@ -118,7 +124,7 @@ def test_real_agents_see_and_do_what_the_single_map_env_gives(lockstep):
 
 
 def test_maps_take_equal_consecutive_groups_of_environments():
-    multi = SmaxMultiEnv(MAPS)
+    multi = SmaxMultiEnv(MAPS, **BARE)
     singles = [SmaxEnv(m) for m in MAPS]
     key = jax.random.PRNGKey(2)
     keys = jax.random.split(key, 4)

@@ -39,11 +39,11 @@ def test_smax_frames_follow_the_units(smax_run):
     from jax_mat.evaluate import load_run
 
     run = load_run(str(smax_run))
-    raw = run.trainer.env.unwrapped
+    raw = run.trainer.env.unwrapped  # the agent features over SMAX (the policy's observations)
     import jax
 
-    frames = render.record_smax_episode(raw, raw, run.trainer.policy, run.state.params, jax.random.PRNGKey(1),
-                                        max_steps=3)
+    frames = render.record_smax_episode(raw, raw.unwrapped, run.trainer.policy, run.state.params,
+                                        jax.random.PRNGKey(1), max_steps=3)
     assert [f.step for f in frames] == [0, 1, 2, 3]
     assert frames[0].positions.shape == (6, 2) and frames[0].alive.all() and frames[0].episode_return == 0.0
     assert (frames[0].health <= 1.0).all() and (frames[0].targets == -1).all()
