@@ -1,5 +1,7 @@
 """The baselines: MAPPO's and HAPPO's MLP actor-critics and HAPPO's sequential update."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ from jax_mat.config import load_config
 from jax_mat.envs.base import EnvSpec
 from jax_mat.networks.mlp import MLPConfig, MLPPolicy
 from jax_mat.algos.registry import make_policy
-from policy_checks import assert_rejects_bad_inputs
+from policy_checks import FAST_COMPILE, assert_rejects_bad_inputs, random_params
 
 DISCRETE = EnvSpec(n_agents=3, obs_dim=6, state_dim=5, action_dim=4, discrete=True, max_episode_steps=0)
 CONTINUOUS = EnvSpec(n_agents=3, obs_dim=6, state_dim=5, action_dim=2, discrete=False, max_episode_steps=0)
@@ -30,12 +32,9 @@ def _inputs(spec, batch=5, seed=0):
     return obs, state, avail
 
 
-def _perturbed(policy, key):
-    """Init params plus noise, so the 0.01-gain heads do not hide mistakes."""
-    params = policy.init(key)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+def _perturbed(policy, seed):
+    """Parameters drawn with numpy (no compiled init), so the 0.01-gain heads do not hide mistakes."""
+    return random_params(policy.init, seed)
 
 
 class StateBound:
@@ -55,11 +54,17 @@ class StateBound:
 @pytest.mark.parametrize("config", [MAPPO, HAPPO], ids=["mappo", "happo"])
 def test_act_and_evaluate_agree_with_joint_log_probs(spec, config):
     policy = MLPPolicy(spec, config)
-    params = _perturbed(policy, jax.random.PRNGKey(1))
+    params = _perturbed(policy, 1)
     obs, state, avail = _inputs(spec)
-    for deterministic in (True, False):
+
+    @functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
+    def act_and_evaluate(deterministic, params, obs, avail, state):
         actions, logp, values = policy.act(params, obs, avail, jax.random.PRNGKey(2), deterministic, world_state=state)
-        logp_eval, entropy, values_eval = policy.evaluate(params, obs, actions, avail, world_state=state)
+        return (actions, logp, values), policy.evaluate(params, obs, actions, avail, world_state=state)
+
+    for deterministic in (True, False):
+        (actions, logp, values), (logp_eval, entropy, values_eval) = act_and_evaluate(deterministic, params, obs,
+                                                                                      avail, state)
         assert logp.shape == entropy.shape == (5, 3, 1)  # K = 1: one joint ratio per agent
         np.testing.assert_allclose(logp, logp_eval, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(values, values_eval, rtol=1e-6)
@@ -73,7 +78,7 @@ def test_act_and_evaluate_agree_with_joint_log_probs(spec, config):
 @pytest.mark.parametrize("config", [MAPPO, HAPPO], ids=["mappo", "happo"])
 def test_masked_actions_are_never_sampled_and_bad_inputs_are_refused(config):
     policy = MLPPolicy(DISCRETE, config)
-    params = _perturbed(policy, jax.random.PRNGKey(3))
+    params = _perturbed(policy, 3)
     obs, state, avail = _inputs(DISCRETE, batch=64)
     act = jax.jit(lambda k: policy.act(params, obs, avail, k, False, world_state=state)[0])
     for i in range(10):
@@ -89,7 +94,7 @@ def test_masked_actions_are_never_sampled_and_bad_inputs_are_refused(config):
 
 def test_happo_actors_are_per_agent_and_decentralised_and_its_critic_is_shared():
     policy = MLPPolicy(DISCRETE, HAPPO)
-    params = _perturbed(policy, jax.random.PRNGKey(4))
+    params = _perturbed(policy, 4)
     actors = policy.actors_of(params)
     assert all(x.shape[0] == 3 for x in jax.tree.leaves(actors))  # stacked [N, ...]
     obs, state, _ = _inputs(DISCRETE)
@@ -109,7 +114,7 @@ def test_happo_actors_are_per_agent_and_decentralised_and_its_critic_is_shared()
 
 def test_mappo_shares_one_actor_and_has_a_critic_per_agent():
     policy = MLPPolicy(DISCRETE, MAPPO)
-    params = _perturbed(policy, jax.random.PRNGKey(5))
+    params = _perturbed(policy, 5)
     assert set(params["params"]) == {"actor", "critic"}
     obs, state, _ = _inputs(DISCRETE)
     same_obs = jnp.broadcast_to(obs[:, :1], obs.shape)  # every agent sees the same: only the id differs
@@ -132,9 +137,22 @@ def test_actor_and_critic_clip_their_gradient_norms_separately():
     assert all(np.allclose(np.abs(u), 1e-3, rtol=1e-3) for u in actor_step)
 
 
+def _initialised_and_perturbed(policy, key):
+    """Init params plus noise (jitted): the by-hand HAPPO checks need an initialised policy's ratios, which
+    ``_perturbed``'s draws would push to extremes."""
+
+    @jax.jit
+    def draw(key):
+        leaves, tree = jax.tree.flatten(policy.init(key))
+        keys = jax.random.split(key, len(leaves))
+        return jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+    return draw(key)
+
+
 def _happo_setup(spec, seed=0, rows=8):
     policy = MLPPolicy(spec, HAPPO)
-    params = _perturbed(policy, jax.random.PRNGKey(seed))
+    params = _initialised_and_perturbed(policy, jax.random.PRNGKey(seed))
     algo = load_config(overrides=["algo=happo", "algo.ppo_epochs=1", "algo.num_mini_batch=1", "algo.lr=0.05",
                                   "algo.clip=0.2", "algo.entropy_coef=0.01"]).algo
     learner = HAPPOLearner(algo, policy)

@@ -20,7 +20,7 @@ from jax_mat.networks import rwkv, torch_import
 from jax_mat.networks.marwkv import MARWKVConfig, MARWKVPolicy
 from jax_mat.networks.policy import shift_actions
 from jax_mat.parity import compare_fixture
-from policy_checks import assert_rejects_bad_inputs
+from policy_checks import FAST_COMPILE, assert_rejects_bad_inputs, random_params
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "marwkv_reference"
 MODEL_FIXTURES = sorted(p.name for p in FIXTURES.glob("marwkv_*.npz"))
@@ -35,8 +35,6 @@ CONFIGS = {
 }
 SPECS = {"discrete": DISCRETE, "continuous": CONTINUOUS}
 BATCH = 4
-# LLVM -O0: halves XLA's CPU compile time, which dominates these tests (the programs run in milliseconds).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _inputs(spec, seed=0):
@@ -54,29 +52,6 @@ def _actions(spec, seed):
     if spec.discrete:
         return jnp.asarray(rng.integers(0, spec.action_dim, (BATCH, spec.n_agents)), jnp.int32)
     return jnp.asarray(rng.normal(size=(BATCH, spec.n_agents, spec.action_dim)), jnp.float32)
-
-
-def _random_params(init, seed):
-    """Parameters of ``init``'s structure drawn with numpy (compiling an init costs more than these tests).
-
-    LayerNorm/GroupNorm scales near 1, kernels scaled by ``1/sqrt(fan_in)``,
-    everything else (biases, RWKV mixing, decay and LoRA tensors, ``log_std``)
-    ``0.3 * N(0, 1)``: no zero-initialised matrix or small-gain head hides a mistake.
-    """
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        x = rng.normal(size=leaf.shape)
-        name = path[-1].key
-        if name == "scale":
-            x = 1.0 + 0.1 * x
-        elif name in ("kernel", "action_embed"):
-            x = x / np.sqrt(leaf.shape[0])
-        else:
-            x = 0.3 * x
-        return jnp.asarray(x, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(init, jax.random.PRNGKey(0)))
 
 
 @functools.cache
@@ -98,7 +73,7 @@ def _programs(spec_name: str, config_name: str):
         out = policy.model.apply(params, shift_actions(spec, actions), rep, method="decode")
         return chosen, scored, out
 
-    return policy, _random_params(policy.init, seed=len(spec_name) + 7 * len(config_name)), run
+    return policy, random_params(policy.init, seed=len(spec_name) + 7 * len(config_name)), run
 
 
 # --------------------------------------------------------------------------- #
@@ -194,7 +169,7 @@ def test_recurrent_and_segmented_stacks_equal_parallel_stack(version):
     b, t, c, h = 3, 5, 16, 2
     stack = rwkv.RWKVStack(version, n_layer=2, n_embd=c, n_head=h, wkv_impl="scan")
     x = jnp.asarray(np.random.default_rng(version).normal(size=(b, t, c)), jnp.float32)
-    params = _random_params(lambda key: stack.init(key, x), seed=version)
+    params = random_params(lambda key: stack.init(key, x), seed=version)
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def three(params):
