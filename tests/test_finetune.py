@@ -46,10 +46,14 @@ def source_run(tmp_path_factory):
     return run_dir
 
 
-def test_restores_parameters_and_optimizer_state_into_a_new_task_and_resumes(source_run, tmp_path):
-    run_dir = tmp_path / "fewshot"
+def _fewshot_run(source_run, run_dir):
     assert train.main([*TARGET, "--init-from", str(source_run), "--run-dir", str(run_dir), "--no-progress"]) == 0
-    cfg = config_lib.config_from_file(run_dir / "config.yaml")
+    return config_lib.config_from_file(run_dir / "config.yaml")
+
+
+def test_restores_parameters_and_optimizer_state_into_a_new_task(source_run, tmp_path):
+    run_dir = tmp_path / "fewshot"
+    cfg = _fewshot_run(source_run, run_dir)
     assert cfg.train.init_from == os.path.join(str(source_run), "checkpoints", "2")  # the last one, resolved
     assert cfg.env.maps == ("3m",) and not cfg.train.reset_optimizer
 
@@ -63,7 +67,12 @@ def test_restores_parameters_and_optimizer_state_into_a_new_task_and_resumes(sou
     assert not np.array_equal(trained["params"]["params"]["encoder"]["obs_dense"]["kernel"],
                               start["params"]["params"]["encoder"]["obs_dense"]["kernel"])
 
-    # --resume continues the new run from its own checkpoints: the source is not needed any more.
+
+@pytest.mark.slow  # a second few-shot run and its resume: scripts/check_slow_tests.sh
+def test_a_few_shot_run_resumes_without_its_source(source_run, tmp_path):
+    """--resume continues the new run from its own checkpoints: the source is not needed any more."""
+    run_dir = tmp_path / "fewshot"
+    cfg = _fewshot_run(source_run, run_dir)
     moved = source_run.parent / "moved"
     shutil.move(source_run, moved)
     try:
