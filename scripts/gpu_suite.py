@@ -461,7 +461,10 @@ def internal_kernels(interpret: str) -> None:
 
 
 def internal_learning(run_dir: str) -> None:
-    path = os.path.join(run_dir, "metrics.jsonl")
+    from jax_mat.training.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    path = run.metrics
     records = []
     if os.path.exists(path):
         with open(path) as f:
@@ -470,7 +473,7 @@ def internal_learning(run_dir: str) -> None:
     evals = [r for r in records if any(k.startswith("eval/") for k in r)]
     episodes = [r for r in train if "episode/return" in r]  # updates in which episodes ended
     first, last = (episodes[0], episodes[-1]) if episodes else ({}, {})
-    eval_path = os.path.join(run_dir, "eval.json")
+    eval_path = run.eval
     final_eval = None
     if os.path.exists(eval_path):
         with open(eval_path) as f:
