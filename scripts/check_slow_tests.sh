@@ -3,8 +3,8 @@
 # checks): CLI runs on MuJoCo and multi-map SMAX, a CLI seed sweep, seeds over devices, a 1 -> 4 device
 # resume, two jax.distributed processes, compare.py + plot_results.py on tiny runs, the parity script on
 # other shapes, the slow MuJoCo robot/RWKV checks, a wheel built, installed into a fresh venv and run from
-# another directory (tests/test_package.py), the GPU suite's CPU rehearsal (tests/test_gpu_suite.py) and the
-# few-shot resume (tests/test_finetune.py). Roughly 30 minutes on a 2-core CPU. Select some with -k.
+# another directory (tests/test_package.py) and the few-shot resume (tests/test_finetune.py). Roughly 25 minutes
+# on a 2-core CPU. Select some with -k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pytest -m slow --ignore tests/test_learning.py -p no:cacheprovider "$@"

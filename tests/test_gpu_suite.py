@@ -1,6 +1,6 @@
 """The GPU suite (scripts/gpu_suite.sh, scripts/gpu_suite.py) rehearsed on the CPU at tiny sizes, so that it cannot
-rot between visits to a GPU machine (the rehearsal is marked slow: scripts/check_slow_tests.sh runs it); its plan;
-and its time boxes: a command that fails or runs out of time never stops the later ones."""
+rot between visits to a GPU machine; and its time boxes: a command that fails or runs out of time never stops the
+later ones."""
 
 import json
 import os
@@ -31,7 +31,6 @@ def smoke(tmp_path_factory):
     return done, out
 
 
-@pytest.mark.slow  # the whole rehearsal (minutes of compiling): scripts/check_slow_tests.sh
 def test_smoke_run_writes_few_small_files_and_one_line_per_step(smoke):
     done, out = smoke
     assert done.returncode == 0, done.stdout + done.stderr
@@ -47,7 +46,6 @@ def test_smoke_run_writes_few_small_files_and_one_line_per_step(smoke):
     assert all(r["status"] == "ok" for r in commands), commands
 
 
-@pytest.mark.slow  # the whole rehearsal (minutes of compiling): scripts/check_slow_tests.sh
 def test_smoke_run_rehearses_every_step(smoke):
     _, out = smoke
     rows = _rows(out)
