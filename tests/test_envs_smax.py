@@ -103,7 +103,7 @@ def test_shapes_and_dtypes(env, rollout):
     n, spec = N_ENVS, env.spec
     expected = {
         "obs": ((n, spec.n_agents, spec.obs_dim), np.float32),
-        "state": ((n, spec.state_dim), np.float32),
+        "world_state": ((n, spec.state_dim), np.float32),
         "avail": ((n, spec.n_agents, spec.action_dim), np.float32),
         "reward": ((n, spec.n_agents), np.float32),
         "done": ((n,), np.bool_),

@@ -114,6 +114,10 @@ def test_resume_after_sigkill_equals_straight_run(tmp_path):
     # The evaluations after the last checkpoint ran again, once; the best parameters and absolute metric agree.
     for name in ("evaluations.jsonl", "best.json"):
         assert (killed / name).read_text() == (straight / name).read_text(), name
+    # metrics.jsonl holds every update once: what the killed run logged after its checkpoint was dropped.
+    logged = [[{k: v for k, v in json.loads(x).items() if not k.startswith("perf/")}
+               for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (straight, killed)]
+    assert logged[0] == logged[1]
     absolute = [json.loads((d / "eval.json").read_text())["absolute"] for d in (straight, killed)]
     assert absolute[0] == absolute[1]
 
@@ -261,3 +265,19 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capfd, monkeypatch):
     assert "NaN/inf in the loss at update 2" in err and "update 1" in err
     assert Checkpointer(run_dir / "checkpoints").latest_step() == 1
     assert not (run_dir / "eval.json").exists()
+
+
+def test_a_resumed_logger_drops_what_the_interrupted_run_logged_after_its_checkpoint(tmp_path):
+    from jax_mat.training.logging import RunLogger
+    from jax_mat.training.run_dir import RunDir
+
+    run = RunDir(str(tmp_path))
+    os.makedirs(tmp_path / "tb", exist_ok=True)
+    with open(run.metrics, "w") as f:
+        for steps in (32, 64, 64, 96, 128):  # update 2's training line and its evaluation line both at 64
+            f.write(json.dumps({"env_steps": steps, "loss/total": float(steps)}) + "\n")
+    logger = RunLogger(str(tmp_path), total_steps=160, initial_steps=64, progress=False)
+    logger.log(96, [{"loss/total": -1.0}], steps_per_s=1.0)
+    logger.close()
+    logged = [json.loads(x) for x in open(run.metrics).read().splitlines()]
+    assert [(x["env_steps"], x["loss/total"]) for x in logged] == [(32, 32.0), (64, 64.0), (64, 64.0), (96, -1.0)]

@@ -29,12 +29,16 @@ class RunLogger:
         run = RunDir(run_dir)
         tb = run.tensorboard
         self.n_seeds = n_seeds
+        # A resumed run logs again what came after its checkpoint: drop what the interrupted run logged there.
+        purge = {"purge_step": initial_steps + 1} if initial_steps else {}
+        if initial_steps:
+            _drop_records_after(run.metrics, initial_steps)
         if n_seeds == 1:
-            self.writers = [SummaryWriter(tb)]
+            self.writers = [SummaryWriter(tb, **purge)]
             self.aggregate_writer = None
         else:
-            self.writers = [SummaryWriter(os.path.join(tb, f"seed_{k}")) for k in range(n_seeds)]
-            self.aggregate_writer = SummaryWriter(os.path.join(tb, "aggregate"))
+            self.writers = [SummaryWriter(os.path.join(tb, f"seed_{k}"), **purge) for k in range(n_seeds)]
+            self.aggregate_writer = SummaryWriter(os.path.join(tb, "aggregate"), **purge)
         self.jsonl = open(run.metrics, "a")
         self.bar = tqdm(total=total_steps, initial=initial_steps, unit="step", unit_scale=True,
                         disable=not progress, dynamic_ncols=True)
@@ -120,4 +124,19 @@ def write_json_atomic(path: str, payload: Mapping) -> None:
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def _drop_records_after(path: str, env_steps: int) -> None:
+    """Rewrite ``metrics.jsonl`` (atomically) without the records logged after ``env_steps``."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("env_steps", 0) <= env_steps]
+    if len(kept) == len(lines):
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
     os.replace(tmp, path)
