@@ -1,9 +1,10 @@
 """Run directories without training: a config and one checkpoint of a fresh ``RunnerState``.
 
 For tests of what reads run directories (``--render``, ``--init-from``, damaged checkpoints) where the parameters'
-values do not matter.
+values do not matter; and ``training_records``, the training lines of a run's ``metrics.jsonl``.
 """
 
+import json
 import os
 import pathlib
 
@@ -43,3 +44,9 @@ def truncate_arrays(step_dir: pathlib.Path) -> None:
     for path in data:
         with open(path, "r+b") as f:
             f.truncate(10)
+
+
+def training_records(run_dir) -> list[dict]:
+    """The logged updates of ``metrics.jsonl`` (its evaluations' ``eval/`` lines carry no loss)."""
+    lines = (pathlib.Path(RunDir(str(run_dir)).metrics)).read_text().splitlines()
+    return [record for record in map(json.loads, lines) if "loss/total" in record]

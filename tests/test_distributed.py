@@ -29,6 +29,7 @@ from jax_mat import evaluate, train
 from jax_mat.training import distributed, sweep
 from jax_mat.training.checkpoint import Checkpointer
 from jax_mat.training.runner import make_trainer
+from tests.run_dirs import training_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["train.n_envs=4", "train.episode_length=8", "algo.ppo_epochs=2", "algo.num_mini_batch=2",
@@ -81,9 +82,8 @@ def _assert_close_trees(a, b):
 
 
 def _losses(run_dir):
-    """Each logged update's total loss (the evaluations' ``eval/`` lines carry none)."""
-    lines = [json.loads(line) for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [line["loss/total"] for line in lines if "loss/total" in line]
+    """Each logged update's total loss."""
+    return [line["loss/total"] for line in training_records(run_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_seeds_spread_over_and_vmapped_on_devices_equal_single_seed_runs(one_dev
     swept = _params_at(run_dir, 2)
     for seed, single_run in enumerate([one_device_run, seed_1]):
         _assert_close_trees(jax.tree.map(lambda x: x[seed], swept), _params_at(single_run, 2))
-    losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = training_records(run_dir)
     np.testing.assert_allclose([x["loss/total"] for x in losses if x["seed"] == 1], _losses(seed_1), **TOLERANCE)
 
 
@@ -176,7 +176,7 @@ def test_two_processes_train_together_and_only_process_0_writes(one_device_run, 
     assert "run directory" in outputs[0][0] and "run directory" not in outputs[1][0]
     results = json.loads((run_dir / "eval.json").read_text())
     assert results["processes"] == 2 and results["devices"] == 4
-    assert [json.loads(x)["env_steps"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [32, 64]
+    assert [x["env_steps"] for x in training_records(run_dir)] == [32, 64]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
     assert saved["process_id"] == -1 and saved["num_processes"] == 2  # an id is one process's own
     _assert_close_trees(_params_at(run_dir, 2), _params_at(one_device_run, 2))

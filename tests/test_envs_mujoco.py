@@ -23,6 +23,7 @@ from jax_mat.envs import mujoco_tasks
 from jax_mat.envs.mujoco import MujocoMultiEnv
 from jax_mat.envs.registry import check_env_config, make_env
 from jax_mat.training.checkpoint import Checkpointer
+from tests.run_dirs import training_records
 
 HALFCHEETAH_JOINTS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
 
@@ -290,7 +291,7 @@ def test_rwkv_policies_train_on_halfcheetah(tmp_path, algo):
     """Slow (two MJX compiles each): continuous MARWKV and the hybrid through the CLI on HalfCheetah."""
     run_dir = tmp_path / "run"
     assert train.main([*TINY_RUN, f"algo={algo}", "--run-dir", str(run_dir)]) == 0
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = training_records(run_dir)
     assert len(lines) == 3 and all(np.isfinite(x["loss/total"]) and x["loss/entropy"] > 0 for x in lines)
     assert json.loads((run_dir / "eval.json").read_text())["mean_length"] == 1000
 
@@ -321,7 +322,7 @@ def test_cli_trains_and_evaluates_halfcheetah(tiny_run):
     assert "1 greedy episodes): mean return" in out and "win rate" not in out
     results = json.loads((run_dir / "eval.json").read_text())
     assert results["episodes"] == 1 and results["mean_length"] == 1000 and np.isfinite(results["mean_return"])
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = training_records(run_dir)
     assert [x["env_steps"] for x in lines] == [20, 40, 60]
     assert all(x["rollout/nonfinite_steps"] == 0 and np.isfinite(x["loss/total"]) for x in lines)
     assert "back_thigh" in (run_dir / "config.yaml").read_text()

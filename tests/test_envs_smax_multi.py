@@ -13,6 +13,7 @@ from jax_mat.envs import make_env
 from jax_mat.envs.smax import SmaxEnv
 from jax_mat.envs.smax_multi import STOP, SmaxMultiEnv
 from jax_mat.training import rollout
+from tests.run_dirs import training_records
 
 MAPS = ("3m", "2s3z")
 PAD_ALLIES, PAD_ENEMIES = 5, 6  # 3m padded with 2 agents and 3 enemies
@@ -171,7 +172,7 @@ def tiny_multi_run(tmp_path_factory):
 def test_tiny_multi_map_training_run(tiny_multi_run, capfd):
     cfg = config_lib.config_from_file(tiny_multi_run / "config.yaml")
     assert cfg.env.maps == MAPS and cfg.run_name == "mat-smax_multi-3m+2s3z"
-    lines = [json.loads(x) for x in (tiny_multi_run / "metrics.jsonl").read_text().splitlines()]
+    lines = training_records(tiny_multi_run)
     assert [x["env_steps"] for x in lines] == [32, 64] and all(np.isfinite(x["loss/total"]) for x in lines)
     # 3m's 3 real agents of 5 and 2s3z's 5 of 5, while alive: never more than 80% of the agent slots.
     assert all(0 < x["rollout/active_fraction"] <= 0.8 for x in lines)
