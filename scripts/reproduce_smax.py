@@ -111,19 +111,47 @@ def first_reach(run_dir: str, threshold: float = WIN_THRESHOLD) -> float:
     return float(sum(firsts) / len(firsts)) if firsts else math.nan
 
 
-def wall_seconds(run_dir: str) -> float:
+def _timing(run_dir: str) -> dict:
     path = os.path.join(run_dir, TIMING_FILE)
     if not os.path.isfile(path):
-        return math.nan
+        return {}
     with open(path) as f:
-        return float(json.load(f)["wall_s"])
+        return json.load(f)
 
 
-def add_wall_time(run_dir: str, seconds: float) -> None:
-    spent = wall_seconds(run_dir)
-    total = seconds + (0.0 if math.isnan(spent) else spent)
-    with open(os.path.join(run_dir, TIMING_FILE), "w") as f:
-        json.dump({"wall_s": total}, f)
+def _write_timing(run_dir: str, timing: dict) -> None:
+    path = os.path.join(run_dir, TIMING_FILE)
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(timing, f)
+    os.replace(f"{path}.tmp", path)
+
+
+def wall_seconds(run_dir: str) -> float:
+    """The wall time this script spent training the run, over every part of it (NaN if not recorded)."""
+    return float(_timing(run_dir).get("wall_s", math.nan))
+
+
+def start_part(run_dir: str, now: float) -> None:
+    """Before continuing an existing run: count the part before it if that part was killed, from when it
+    started (this script's note, or the run's ``config.yaml`` for a first part) to its last ``metrics.jsonl``
+    line; then note that a part starts at ``now`` (``time.time()``)."""
+    run = RunDir(run_dir)
+    timing = _timing(run_dir)
+    started = timing.get("part_started")
+    if started is None and not timing and os.path.isfile(run.config):
+        started = os.path.getmtime(run.config)  # a first part that never reached its end
+    if started is not None and os.path.isfile(run.metrics):
+        timing["wall_s"] = timing.get("wall_s", 0.0) + max(0.0, os.path.getmtime(run.metrics) - started)
+    timing["part_started"] = now
+    _write_timing(run_dir, timing)
+
+
+def end_part(run_dir: str, seconds: float) -> None:
+    """After a part of ``seconds`` ended (finished, or stopped with an error)."""
+    timing = _timing(run_dir)
+    timing.pop("part_started", None)
+    timing["wall_s"] = timing.get("wall_s", 0.0) + seconds
+    _write_timing(run_dir, timing)
 
 
 def results_table(out: str, maps: list[str], algos: list[str], configs: dict) -> str:
@@ -214,6 +242,7 @@ def main(argv=None) -> int:
             print(f"{map_name} {algo}: finished run in {run_dir}")
             continue
         if RunDir(run_dir).is_run():
+            start_part(run_dir, time.time())
             argv_run = ["--resume", run_dir, *progress]
         else:
             argv_run = [f"algo={algo}", f"env.map={map_name}", *args.overrides, f"train.seeds={args.seeds}",
@@ -222,7 +251,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         code = train.main(argv_run)
         if os.path.isdir(run_dir):
-            add_wall_time(run_dir, time.perf_counter() - start)
+            end_part(run_dir, time.perf_counter() - start)
         if code:
             return code
 

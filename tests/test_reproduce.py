@@ -24,6 +24,25 @@ def test_per_map_configs_carry_the_papers_budgets():
         assert load_config(overrides=[f"env.map={map_name}"]).train.total_steps == steps, map_name
 
 
+def test_wall_time_counts_every_part_of_a_run_killed_parts_included(tmp_path):
+    """A part killed with its session still counts, up to its last metrics line; a finished part counts itself."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("env: {}\n")
+    (run / "metrics.jsonl").write_text("{}\n")
+    os.utime(run / "config.yaml", (1000.0, 1000.0))  # the first part started at t = 1000
+    os.utime(run / "metrics.jsonl", (1600.0, 1600.0))  # ... and logged last at 1600, then was killed
+    reproduce_smax.start_part(str(run), now=2000.0)
+    assert reproduce_smax.wall_seconds(str(run)) == 600.0
+    os.utime(run / "metrics.jsonl", (2300.0, 2300.0))  # the second part was killed too, 300 s in
+    reproduce_smax.start_part(str(run), now=3000.0)
+    assert reproduce_smax.wall_seconds(str(run)) == 900.0
+    reproduce_smax.end_part(str(run), 50.0)  # the third part finished
+    assert reproduce_smax.wall_seconds(str(run)) == 950.0
+    reproduce_smax.start_part(str(run), now=4000.0)  # a part after a finished one adds nothing before it
+    assert reproduce_smax.wall_seconds(str(run)) == 950.0
+
+
 def test_bootstrap_intervals_and_iqm():
     summary = statistics.summary([0.7, 0.8, 0.9, 1.0, float("nan")])
     assert summary["mean"] == pytest.approx(0.85) and summary["iqm"] == pytest.approx(0.85)
