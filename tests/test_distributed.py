@@ -94,6 +94,7 @@ def one_device_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # default-suite time (72 s with its fixture from a cold cache); scripts/check_slow_tests.sh
 def test_four_devices_train_like_one_and_the_checkpoint_resumes_on_one(one_device_run, tmp_path, capfd):
     run_dir = tmp_path / "four"
     _checked(_run_child(["-m", "jax_mat.train", *_tiny(2), "train.devices=4", "--run-dir", str(run_dir),
