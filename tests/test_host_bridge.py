@@ -21,6 +21,7 @@ from jax_mat.envs.host_bridge import HostBridgeEnv
 from jax_mat.host.pool import BatchRecipe, HostEnvError, HostEnvFailure, HostEnvPool
 from jax_mat.host.worker import host_array, pack, unpack
 from jax_mat.training import rollout
+from tests.run_dirs import training_records
 
 FAULTY = "tests.standins.faulty_smac:StarCraft2Env"
 DEXHANDS_NUMPY = "jax_mat.standins.dexhands_mujoco:make_numpy_vec_env"
@@ -353,8 +354,7 @@ def _tiny_cli(host_env, *extra):
 def test_training_through_the_bridge_survives_crashes_and_logs_restarts(tmp_path):
     run_dir = tmp_path / "run"
     assert train.main(_tiny_cli("tests.standins.faulty_smac:crashing_every_4", "--run-dir", str(run_dir))) == 0
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    records = [r for r in lines if "loss/total" in r]  # the updates' lines (evaluations log eval/ lines)
+    records = training_records(run_dir)
     assert [r["env_steps"] for r in records] == [24, 48]
     assert records[-1]["bridge/env_steps"] == 48 and records[-1]["bridge/restarts"] == 2 * 3
     assert records[-1]["bridge/truncated_by_restart"] == records[-1]["bridge/lost_steps"] == 4 * 3
