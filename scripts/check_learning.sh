@@ -10,4 +10,4 @@
 # 2 x 1-2 hours + 3 x 20 minutes for HalfCheetah, on a 2-core CPU (MJX physics dominates the MuJoCo runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pytest -m slow tests/test_learning.py -s -p no:cacheprovider "$@"
+python -m pytest -m slow tests/test_learning.py -s -p no:cacheprovider -n 0 "$@"

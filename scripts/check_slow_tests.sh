@@ -7,4 +7,4 @@
 # on a 2-core CPU. Select some with -k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pytest -m slow --ignore tests/test_learning.py -p no:cacheprovider "$@"
+python -m pytest -m slow --ignore tests/test_learning.py -p no:cacheprovider -n 0 "$@"

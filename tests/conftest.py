@@ -34,3 +34,14 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep a module whose tests share a module-scoped fixture on one pytest-xdist worker (``--dist loadgroup``), so
+    that the fixture (a compiled environment, a trained checkpoint, the GPU suite's rehearsal) is built once; every
+    other test is scheduled on its own."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        if any(d[-1].scope == "module" for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
