@@ -36,12 +36,26 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# Modules whose CLI runs take longest go to the workers first, so that both workers finish together.
+HEAVY_MODULES_FIRST = ("test_gpu_suite", "test_finetune", "test_training", "test_reproduce")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Keep a module whose tests share a module-scoped fixture on one pytest-xdist worker (``--dist loadgroup``), so
-    that the fixture (a compiled environment, a trained checkpoint, the GPU suite's rehearsal) is built once; every
-    other test is scheduled on its own."""
+    """Schedule for two pytest-xdist workers (``-n 2 --dist loadgroup``, pyproject.toml). A module with a
+    module-scoped fixture (a compiled environment, a trained checkpoint, the GPU suite's rehearsal) goes whole to one
+    worker, so that the fixture is built once; every other test is scheduled on its own. The heaviest modules come
+    first."""
+    shared = set()
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.values() if fixtures else ()
-        if any(d[-1].scope == "module" for d in defs if d):
+        if fixtures and any(d and d[-1].scope == "module" for d in fixtures.name2fixturedefs.values()):
+            shared.add(item.module.__name__)
+    for item in items:
+        if item.module.__name__ in shared:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+    def rank(item):
+        name = item.module.__name__
+        return HEAVY_MODULES_FIRST.index(name) if name in HEAVY_MODULES_FIRST else len(HEAVY_MODULES_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a module is kept
