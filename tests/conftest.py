@@ -40,6 +40,7 @@ def pytest_configure(config):
 HEAVY_MODULES_FIRST = ("test_gpu_suite", "test_finetune", "test_training", "test_reproduce")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Schedule for two pytest-xdist workers (``-n 2 --dist loadgroup``, pyproject.toml). A module with a
     module-scoped fixture (a compiled environment, a trained checkpoint, the GPU suite's rehearsal) goes whole to one
