@@ -154,6 +154,12 @@ def _sweep_problem(per_seed: list[dict[str, float]], update: int, steps_per_upda
     return None
 
 
+def _as_saved(cfg: config_lib.Config) -> config_lib.Config:
+    """``cfg`` as a run's ``config.yaml`` keeps it: a process id belongs to one process of one launch, and a resumed
+    run gets its own again."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
+
+
 def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = True) -> dict:
     """Train (or continue) the run in ``run_dir``; returns the evaluation results.
 
@@ -198,13 +204,13 @@ def run(cfg: config_lib.Config, run_dir: str, resume: bool, progress: bool = Tru
         moved = {err.step: checkpointer.set_aside(err.step) for err in found.damaged}
         if primary:
             checkpointer.warn_skipped(found, moved)
+            for change in config_lib.update_saved_config(_as_saved(cfg), run.config):
+                print(f"note: resumed with {change} (config.yaml updated)", file=sys.stderr)
         state = found.value
     else:
         if primary:
             os.makedirs(run_dir, exist_ok=True)
-            # A process id belongs to one process of one launch; a resumed run gets its own again.
-            saved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, process_id=-1))
-            config_lib.save_config(saved, run.config, package_versions())
+            config_lib.save_config(_as_saved(cfg), run.config, package_versions())
         with reporting_host_errors(env):
             state = training.init(sweep.run_keys(cfg.seed, n_seeds))
         if init_weights is not None:

@@ -290,6 +290,21 @@ def test_resume_overrides_single_keys_only(tmp_path):
         config_lib.config_from_file(path, ["algo=mat_dec"])
 
 
+def test_a_resume_that_changes_settings_rewrites_config_yaml_and_keeps_its_versions(tmp_path):
+    path = tmp_path / "config.yaml"
+    config_lib.save_config(load_config(), path, {"jax_mat": "0.0.9"})
+    unchanged = path.read_text()
+    assert config_lib.update_saved_config(config_lib.read_saved_config(path), path) == []
+    assert path.read_text() == unchanged  # nothing changed: the file is left alone
+
+    extended = config_lib.read_saved_config(path, ["train.total_steps=2e6", "train.devices=2"])
+    changes = config_lib.update_saved_config(extended, path)
+    assert changes == [f"train.total_steps: {load_config().train.total_steps} -> 2000000", "train.devices: 1 -> 2"]
+    assert config_lib.read_saved_config(path) == extended
+    assert yaml.safe_load(path.read_text())["versions"] == {"jax_mat": "0.0.9"}  # the versions it started with
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
 def test_host_bridges_refuse_vmapped_seed_sweeps():
     with pytest.raises(ValueError, match=r"train.seeds=2 \(a vmapped seed sweep\) cannot run env.name=smac"):
         load_config("smac_standin_3m", ["train.seeds=2"])

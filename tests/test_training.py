@@ -112,7 +112,8 @@ def test_resume_after_sigkill_equals_straight_run(tmp_path):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
     # The evaluations after the last checkpoint ran again, once; the best parameters and absolute metric agree.
-    for name in ("evaluations.jsonl", "best.json"):
+    # config.yaml too: a resume without overrides leaves it as the run wrote it.
+    for name in ("evaluations.jsonl", "best.json", "config.yaml"):
         assert (killed / name).read_text() == (straight / name).read_text(), name
     # metrics.jsonl holds every update once: what the killed run logged after its checkpoint was dropped.
     logged = [[{k: v for k, v in json.loads(x).items() if not k.startswith("perf/")}

@@ -33,7 +33,8 @@ before anything is traced or compiled: the command line calls it once, after ``j
 
 from jax_mat.config.loading import (CONFIGS_DIR, LEGACY_VALUES, VERSIONS_KEY, config_from_file, config_to_dict,
                                     known_experiments, known_selectors, load_config, read_config,
-                                    read_saved_config, save_config, shipped_file, split_cli_args)
+                                    read_saved_config, save_config, shipped_file, split_cli_args,
+                                    update_saved_config)
 from jax_mat.config.schema import DISTRIBUTED_MODES, AlgoConfig, Config, EnvConfig, TrainConfig
 from jax_mat.config.validation import check_splits_over_devices, validate
 
@@ -41,5 +42,5 @@ __all__ = [
     "AlgoConfig", "CONFIGS_DIR", "Config", "DISTRIBUTED_MODES", "EnvConfig", "LEGACY_VALUES", "TrainConfig",
     "VERSIONS_KEY", "check_splits_over_devices", "config_from_file", "config_to_dict", "known_experiments",
     "known_selectors", "load_config", "read_config", "read_saved_config", "save_config", "shipped_file",
-    "split_cli_args", "validate",
+    "split_cli_args", "update_saved_config", "validate",
 ]

@@ -334,6 +334,20 @@ def save_config(cfg: Config, path: str | os.PathLike, versions: Mapping[str, str
         raise
 
 
+def update_saved_config(cfg: Config, path: str | os.PathLike) -> list[str]:
+    """After ``--resume`` with ``key=value`` overrides (``train.total_steps`` to extend a run, say): rewrites the
+    run's ``config.yaml`` to the settings it now runs with, keeping the versions it started with, so that the run
+    directory says what trained it. Returns the changed keys as ``"train.total_steps: 2000000 -> 5000000"``; the
+    file is left alone when nothing changed."""
+    before = _flatten(config_to_dict(read_saved_config(path)), f" (in {path})")
+    after = _flatten(config_to_dict(cfg), "")
+    changed = [f"{key}: {before.get(key)} -> {value}" for key, value in after.items() if before.get(key) != value]
+    if changed:
+        versions = _read_yaml(Path(path)).get(VERSIONS_KEY)
+        save_config(cfg, path, versions if isinstance(versions, dict) else None)
+    return changed
+
+
 def read_saved_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Re-reads a config written by ``save_config`` (for ``--resume``), checked only by the schema.
 
